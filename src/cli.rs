@@ -1,0 +1,111 @@
+//! The `finch-webhooks` command line: one binary, one subcommand per role.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, Settings};
+use crate::{bench, ingress, shutdown, store, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "finch-webhooks",
+    version,
+    about = "Receive Finch webhooks and keep a Postgres copy of Finch data fresh"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook ingress (POST /webhooks/finch) and its outbox relay.
+    Serve,
+    /// Apply database migrations and declare the RabbitMQ topology, then exit.
+    Migrate,
+    /// Probe a running process's health endpoint; exits 0 when healthy (for container health checks).
+    Health(HealthArgs),
+    /// Measure a running instance.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// URL to probe.
+    #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+    pub url: String,
+}
+
+/// Exit code for a configuration that stops start-up.
+const EXIT_CONFIG: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(error) => return config_failure(&error),
+    };
+    telemetry::init(settings.log_format);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    let outcome = runtime.block_on(run(cli.command, settings));
+    telemetry::shutdown();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => match error.downcast_ref::<ConfigError>() {
+            Some(config_error) => config_failure(config_error),
+            None => {
+                eprintln!("finch-webhooks: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn config_failure(error: &ConfigError) -> ExitCode {
+    eprintln!("finch-webhooks: {error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let config = settings.ingress()?;
+            let app = ingress::Application::build(config).await?;
+            tracing::info!(addr = %app.local_addr(), "ingress listening");
+            app.run_until(shutdown::signal()).await
+        }
+        Command::Migrate => {
+            let database_url = settings.database_url()?;
+            let amqp_url = settings.amqp_url()?;
+            let pool = store::connect(&database_url, 2).await?;
+            store::migrate(&pool).await?;
+            let connection = crate::queue::connect(&amqp_url).await?;
+            crate::queue::declare_topology(&connection).await?;
+            connection.close(0, "migrated".into()).await.ok();
+            tracing::info!("database migrated and RabbitMQ topology declared");
+            Ok(())
+        }
+        Command::Health(args) => health(&args.url).await,
+        Command::Bench(command) => bench::run(command, &settings).await,
+    }
+}
+
+async fn health(url: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(std::time::Duration::from_secs(3))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! Layered configuration: the commented defaults in `config/default.toml`
+//! (compiled in), an optional file named by `FINCH_WEBHOOKS_CONFIG`, then
+//! environment variables named after the keys, upper-cased.
+//!
+//! Loading only reads values; each command then validates the settings it
+//! needs, so that `migrate` does not demand a webhook secret it never uses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::signature::{SecretError, Verifier, WebhookSecret};
+
+/// The commented defaults file; also the reference for every setting.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Names an operator file layered over the defaults.
+pub const CONFIG_FILE_VAR: &str = "FINCH_WEBHOOKS_CONFIG";
+
+/// A setting that stops start-up, shown as one line naming it and why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &str, reason: impl Into<String>) -> Self {
+        Self {
+            setting: key.to_ascii_uppercase(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Every setting as read, before a command validates the ones it uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub amqp_url: String,
+    pub log_format: LogFormat,
+    pub shutdown_timeout_secs: u64,
+    pub listen_addr: String,
+    pub finch_webhook_secret: Option<SecretString>,
+    pub webhook_tolerance_secs: i64,
+    pub max_body_bytes: u64,
+    pub ingest_batch_max: usize,
+    pub outbox_poll_interval_ms: u64,
+    pub outbox_grace_ms: u64,
+    pub retry_after_secs: u64,
+}
+
+impl Settings {
+    /// Reads defaults, the optional config file and the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Ok(path) = std::env::var(CONFIG_FILE_VAR) {
+            if !std::path::Path::new(&path).is_file() {
+                return Err(ConfigError::new(
+                    CONFIG_FILE_VAR,
+                    format!("no file at {path}"),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let keys = Self::keys();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        Self::extract(figment.merge(Env::raw().only(&keys)))
+    }
+
+    /// Reads the defaults with the given overrides, ignoring the environment (for tests and tools).
+    pub fn with_overrides(overrides: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        for (key, value) in overrides {
+            // Parsed the way environment values are, so "0" is a number.
+            let value: figment::value::Value =
+                value.parse().expect("parsing a value is infallible");
+            figment = figment.merge((key.to_ascii_lowercase(), value));
+        }
+        Self::extract(figment)
+    }
+
+    /// Every key of the defaults file: the environment variables we read.
+    fn keys() -> Vec<String> {
+        use figment::Provider as _;
+        let mut keys: Vec<String> = Toml::string(DEFAULTS)
+            .data()
+            .ok()
+            .and_then(|mut profiles| profiles.remove(&figment::Profile::Default))
+            .map(|dict| dict.into_keys().collect())
+            .unwrap_or_default();
+        // Settings without a default are commented out in the file.
+        keys.push("finch_webhook_secret".into());
+        keys
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        figment.extract().map_err(|error| {
+            let key = error
+                .path
+                .first()
+                .cloned()
+                .or_else(|| missing_field(&error.kind))
+                .unwrap_or_else(|| "configuration".into());
+            ConfigError::new(&key, error.kind.to_string())
+        })
+    }
+
+    pub fn database_url(&self) -> Result<String, ConfigError> {
+        check_url(
+            "database_url",
+            &self.database_url,
+            &["postgres", "postgresql"],
+        )?;
+        Ok(self.database_url.clone())
+    }
+
+    pub fn amqp_url(&self) -> Result<String, ConfigError> {
+        check_url("amqp_url", &self.amqp_url, &["amqp", "amqps"])?;
+        Ok(self.amqp_url.clone())
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// Validates everything `serve` needs.
+    pub fn ingress(&self) -> Result<IngressConfig, ConfigError> {
+        let listen_addr: SocketAddr = self.listen_addr.parse().map_err(|_| {
+            ConfigError::new("listen_addr", "expected host:port, such as 0.0.0.0:8080")
+        })?;
+        let secret_text = self.finch_webhook_secret.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "finch_webhook_secret",
+                "not set; serve needs the webhook secret shown in the Finch dashboard",
+            )
+        })?;
+        let secrets = WebhookSecret::parse_list(secret_text.expose_secret()).map_err(|error| {
+            let reason = match error {
+                SecretError::Empty => "is empty",
+                SecretError::NotBase64 => {
+                    "is not base64 (paste it exactly as the Finch dashboard shows it)"
+                }
+            };
+            ConfigError::new("finch_webhook_secret", reason)
+        })?;
+        if self.webhook_tolerance_secs < 1 {
+            return Err(ConfigError::new(
+                "webhook_tolerance_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if self.max_body_bytes < 1 {
+            return Err(ConfigError::new("max_body_bytes", "must be at least 1"));
+        }
+        if self.ingest_batch_max < 1 {
+            return Err(ConfigError::new("ingest_batch_max", "must be at least 1"));
+        }
+        if self.outbox_poll_interval_ms < 1 {
+            return Err(ConfigError::new(
+                "outbox_poll_interval_ms",
+                "must be at least 1",
+            ));
+        }
+        Ok(IngressConfig {
+            listen_addr,
+            database_url: self.database_url()?,
+            database_max_connections: self.database_max_connections.max(2),
+            amqp_url: self.amqp_url()?,
+            verifier: Verifier::new(secrets, self.webhook_tolerance_secs as u64),
+            max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
+            ingest_batch_max: self.ingest_batch_max,
+            outbox_poll_interval: Duration::from_millis(self.outbox_poll_interval_ms),
+            outbox_grace: Duration::from_millis(self.outbox_grace_ms),
+            retry_after_secs: self.retry_after_secs.max(1),
+            shutdown_timeout: self.shutdown_timeout(),
+        })
+    }
+}
+
+/// Validated settings of the ingress.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    pub listen_addr: SocketAddr,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub amqp_url: String,
+    pub verifier: Verifier,
+    pub max_body_bytes: usize,
+    pub ingest_batch_max: usize,
+    pub outbox_poll_interval: Duration,
+    pub outbox_grace: Duration,
+    pub retry_after_secs: u64,
+    pub shutdown_timeout: Duration,
+}
+
+fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let url = url::Url::parse(value)
+        .map_err(|error| ConfigError::new(key, format!("not a valid URL ({error})")))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "scheme must be one of {}, not {}",
+                schemes.join(", "),
+                url.scheme()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn missing_field(kind: &figment::error::Kind) -> Option<String> {
+    match kind {
+        figment::error::Kind::MissingField(name) => Some(name.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "5WbX5kEWLlfzsGNjH64I8lOOqUB6e8FH";
+
+    #[test]
+    fn defaults_parse_and_document_every_field() {
+        let settings = Settings::with_overrides(&[]).unwrap();
+        assert_eq!(settings.listen_addr, "0.0.0.0:8080");
+        assert_eq!(settings.webhook_tolerance_secs, 300);
+        assert_eq!(settings.max_body_bytes, 1_048_576);
+        assert!(settings.finch_webhook_secret.is_none());
+    }
+
+    #[test]
+    fn serve_refuses_to_start_without_a_secret_and_names_the_variable() {
+        let error = Settings::with_overrides(&[])
+            .unwrap()
+            .ingress()
+            .unwrap_err();
+        assert_eq!(error.setting, "FINCH_WEBHOOK_SECRET");
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "finch_webhook_secret",
+                "not base64!",
+                "FINCH_WEBHOOK_SECRET",
+            ),
+            ("webhook_tolerance_secs", "0", "WEBHOOK_TOLERANCE_SECS"),
+            ("database_url", "not a url", "DATABASE_URL"),
+            ("amqp_url", "http://127.0.0.1", "AMQP_URL"),
+            ("listen_addr", "localhost", "LISTEN_ADDR"),
+        ];
+        for (key, value, expected) in cases {
+            let mut overrides = vec![("finch_webhook_secret", SECRET)];
+            overrides.push((key, value));
+            let error = Settings::with_overrides(&overrides)
+                .unwrap()
+                .ingress()
+                .unwrap_err();
+            assert_eq!(&error.setting, expected, "{key}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn unparseable_numbers_name_the_setting() {
+        let error = Settings::with_overrides(&[("max_body_bytes", "lots")]).unwrap_err();
+        assert_eq!(error.setting, "MAX_BODY_BYTES");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let settings = Settings::with_overrides(&[("finch_webhook_secret", SECRET)]).unwrap();
+        let ingress = settings.ingress().unwrap();
+        assert!(!format!("{settings:?}").contains(SECRET));
+        assert!(!format!("{ingress:?}").contains(SECRET));
+    }
+}

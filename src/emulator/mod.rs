@@ -1,0 +1,1 @@
+//! A local stand-in for the Finch API and its webhook delivery.

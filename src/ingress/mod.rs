@@ -1,0 +1,218 @@
+//! The HTTP ingress: the endpoint registered in the Finch dashboard, plus
+//! health, readiness and metrics.
+
+pub mod error;
+pub mod pipeline;
+pub mod webhook;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::IngressConfig;
+use crate::metrics::IngressMetrics;
+use crate::queue::BrokerLink;
+use crate::signature::Verifier;
+use crate::store;
+use pipeline::{Intake, Pipeline, PipelineSettings};
+
+/// What every handler needs, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub verifier: Arc<Verifier>,
+    pub intake: Intake,
+    pub pool: PgPool,
+    pub link: BrokerLink,
+    pub metrics: Arc<IngressMetrics>,
+    pub max_body_bytes: usize,
+    pub retry_after_secs: u64,
+}
+
+/// A bound, ready-to-run ingress. Binding happens in [`Application::build`]
+/// so that tests can ask for port 0 and read the real port before running.
+pub struct Application {
+    /// Bound before running so the port is known (and taken) early.
+    listener: TcpListener,
+    /// Routes with their state; moved into the server when it runs.
+    router: Router,
+    /// Background commit, publish and relay tasks, drained at shutdown.
+    pipeline: Pipeline,
+    /// Ends the broker connection task once the pipeline has drained.
+    stop_link: CancellationToken,
+    link_task: JoinHandle<()>,
+    /// Bounds how long in-flight requests may hold up a shutdown.
+    shutdown_timeout: Duration,
+    /// Kept for tests that inspect the store directly.
+    pool: PgPool,
+}
+
+impl Application {
+    /// Connects to Postgres (creating and migrating the database), starts the
+    /// broker link (which may come up later), and binds the listener.
+    pub async fn build(config: IngressConfig) -> anyhow::Result<Self> {
+        let pool = store::connect(&config.database_url, config.database_max_connections).await?;
+        store::migrate(&pool).await?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen_addr))?;
+
+        let metrics = Arc::new(IngressMetrics::new());
+        let stop_link = CancellationToken::new();
+        let (link, link_task) = BrokerLink::start(config.amqp_url.clone(), stop_link.clone());
+        let (intake, pipeline) = Pipeline::start(
+            pool.clone(),
+            link.clone(),
+            metrics.clone(),
+            PipelineSettings {
+                batch_max: config.ingest_batch_max,
+                outbox_poll_interval: config.outbox_poll_interval,
+                outbox_grace: config.outbox_grace,
+            },
+        );
+        let state = AppState {
+            verifier: Arc::new(config.verifier),
+            intake,
+            pool: pool.clone(),
+            link,
+            metrics,
+            max_body_bytes: config.max_body_bytes,
+            retry_after_secs: config.retry_after_secs,
+        };
+        Ok(Self {
+            listener,
+            router: router(state),
+            pipeline,
+            stop_link,
+            link_task,
+            shutdown_timeout: config.shutdown_timeout,
+            pool,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish (up to the shutdown timeout), commits and publishes
+    /// what is queued, and closes the broker connection.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            pipeline,
+            stop_link,
+            link_task,
+            shutdown_timeout,
+            pool: _,
+        } = self;
+        let stopping = CancellationToken::new();
+        let server = axum::serve(listener, router).with_graceful_shutdown({
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                stopping.cancel();
+            }
+        });
+        let server = tokio::spawn(async move { server.await });
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            result = &mut server => result??,
+            () = stopping.cancelled() => {
+                match tokio::time::timeout(shutdown_timeout, &mut server).await {
+                    Ok(result) => result??,
+                    Err(_) => tracing::warn!("in-flight requests still running at the shutdown timeout"),
+                }
+            }
+        }
+        // The router (and with it every Intake) is gone: the writers flush and stop.
+        if tokio::time::timeout(shutdown_timeout, pipeline.drain())
+            .await
+            .is_err()
+        {
+            tracing::warn!("pipeline did not drain in time; unpublished events stay in the outbox");
+        }
+        stop_link.cancel();
+        link_task.await.ok();
+        tracing::info!("ingress stopped");
+        Ok(())
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/webhooks/finch",
+            post(webhook::receive).fallback(|| async { error::IngressError::MethodNotAllowed }),
+        )
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readiness))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Ready while Postgres answers: events can then be made durable, and the
+/// outbox covers a missing broker. Broker state and backlog are reported.
+async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
+    let postgres = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+    )
+    .await
+    .is_ok_and(|result| result.is_ok());
+    let backlog = if postgres {
+        store::events::outbox_backlog(&state.pool).await.ok()
+    } else {
+        None
+    };
+    let status = if postgres {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if postgres { "ready" } else { "not_ready" },
+        "postgres": if postgres { "ok" } else { "unreachable" },
+        "rabbitmq": if state.link.is_connected() { "connected" } else { "disconnected" },
+        "outbox_backlog": backlog,
+    });
+    (status, Json(body))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state
+        .metrics
+        .broker_connected
+        .set(i64::from(state.link.is_connected()));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,228 @@
+//! `POST /webhooks/finch`: verify, store once, answer.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde::{Deserialize, Serialize};
+
+use super::error::{IngressError, Result};
+use super::pipeline::Stored;
+use super::AppState;
+use crate::metrics::ReasonLabel;
+use crate::queue::UNPARSEABLE;
+use crate::store::events::NewEvent;
+use crate::store::StoreError;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Receipt {
+    pub status: ReceiptStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStatus {
+    Accepted,
+    Duplicate,
+}
+
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Receipt>> {
+    let started = Instant::now();
+    let result = receive_inner(&state, &headers, body).await;
+    let outcome = match &result {
+        Ok(receipt) if receipt.status == ReceiptStatus::Duplicate => "duplicate",
+        Ok(receipt) if receipt.dead_letter_reason.is_some() => "unparseable",
+        Ok(_) => "accepted",
+        Err(error) => error.outcome(),
+    };
+    state.metrics.count_request(outcome);
+    state
+        .metrics
+        .request_duration
+        .observe(started.elapsed().as_secs_f64());
+    result.map(Json)
+}
+
+async fn receive_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Receipt> {
+    let limit = state.max_body_bytes;
+    // Refuse a declared oversized body before reading a byte of it.
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+    {
+        if length > limit as u64 {
+            return Err(IngressError::PayloadTooLarge { limit });
+        }
+    }
+    let body = read_body(body, limit).await?;
+
+    let now = chrono::Utc::now().timestamp();
+    let verified = state
+        .verifier
+        .verify(headers, &body, now)
+        .map_err(|error| {
+            state
+                .metrics
+                .verification_failures
+                .get_or_create(&ReasonLabel {
+                    reason: error.code(),
+                })
+                .inc();
+            tracing::info!(reason = error.code(), "webhook refused");
+            error
+        })?;
+
+    let envelope = Envelope::parse(&body);
+    let dead_letter_reason = envelope.is_none().then_some(UNPARSEABLE);
+    let (event_type, connection_id) = envelope
+        .map(|e| (Some(e.event_type), e.connection_id))
+        .unwrap_or_default();
+    let event = NewEvent {
+        event_id: verified.event_id,
+        event_type,
+        connection_id,
+        finch_timestamp: verified.timestamp,
+        body,
+        dead_letter_reason,
+    };
+    let span = tracing::debug_span!(
+        "webhook",
+        event_id = %event.event_id,
+        event_type = event.event_type.as_deref().unwrap_or(""),
+        connection_id = event.connection_id.as_deref().unwrap_or(""),
+    );
+    let _entered = span.enter();
+
+    match state.intake.submit(event).await {
+        Ok(Stored::New) => {
+            if dead_letter_reason.is_some() {
+                tracing::warn!(
+                    "signed webhook body is not a Finch event; stored and dead-lettered"
+                );
+            } else {
+                tracing::debug!("webhook accepted");
+            }
+            Ok(Receipt {
+                status: ReceiptStatus::Accepted,
+                dead_letter_reason: dead_letter_reason.map(str::to_owned),
+            })
+        }
+        Ok(Stored::Duplicate) => {
+            state.metrics.duplicates.inc();
+            tracing::debug!("duplicate webhook delivery");
+            Ok(Receipt {
+                status: ReceiptStatus::Duplicate,
+                dead_letter_reason: None,
+            })
+        }
+        Err(StoreError::Unavailable(_) | StoreError::Query(_)) => Err(IngressError::Unavailable {
+            retry_after_secs: state.retry_after_secs,
+        }),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(IngressError::PayloadTooLarge { limit })
+        }
+        Err(_) => Err(IngressError::UnreadableBody),
+    }
+}
+
+/// The two fields the ingress needs; the rest of the body is not examined.
+#[derive(Debug, PartialEq, Eq)]
+struct Envelope {
+    event_type: String,
+    connection_id: Option<String>,
+}
+
+impl Envelope {
+    /// `None` for anything that is not a JSON object with a string `event_type`.
+    fn parse(body: &[u8]) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Fields<'a> {
+            #[serde(borrow)]
+            event_type: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default)]
+            connection_id: Option<serde_json::Value>,
+        }
+        // Derived struct parsing would also accept a JSON array.
+        let first = body.iter().find(|byte| !byte.is_ascii_whitespace())?;
+        if *first != b'{' {
+            return None;
+        }
+        let fields: Fields = serde_json::from_slice(body).ok()?;
+        let event_type = fields.event_type?;
+        // Postgres text cannot hold NUL; such a value is not a Finch event type.
+        if event_type.is_empty() || event_type.contains('\0') {
+            return None;
+        }
+        let connection_id = fields
+            .connection_id
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .filter(|id| !id.is_empty() && !id.contains('\0'))
+            .map(str::to_owned);
+        Some(Self {
+            event_type: event_type.into_owned(),
+            connection_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Envelope;
+
+    #[test]
+    fn envelope_takes_event_type_and_connection_id() {
+        let parsed = Envelope::parse(
+            br#"{"event_type":"directory.created","connection_id":"c1","data":{"x":[1]}}"#,
+        );
+        assert_eq!(
+            parsed,
+            Some(Envelope {
+                event_type: "directory.created".into(),
+                connection_id: Some("c1".into())
+            })
+        );
+        let old =
+            Envelope::parse(br#"{"event_type":"company.updated","company_id":"x","data":null}"#)
+                .unwrap();
+        assert_eq!(old.connection_id, None);
+    }
+
+    #[test]
+    fn non_events_are_unparseable() {
+        for body in [
+            &b"[\"directory.created\"]"[..],
+            b"\"text\"",
+            b"not json",
+            b"{\"data\":{}}",
+            b"{\"event_type\":42}",
+            b"{\"event_type\":\"\"}",
+            b"{\"event_type\":\"a\\u0000b\"}",
+            b"",
+        ] {
+            assert_eq!(
+                Envelope::parse(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

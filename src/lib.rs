@@ -1,0 +1,21 @@
+//! finch-webhooks: receives Finch webhooks, proves they came from Finch, stores
+//! each exactly once, hands it to RabbitMQ, and keeps a Postgres copy of every
+//! connection's Finch data fresh.
+//!
+//! The modules follow the path of an event: [`ingress`] verifies and stores
+//! it, [`queue`] carries it, [`worker`] acts on it through the [`finch`]
+//! client and writes to the [`store`]. [`emulator`] stands in for Finch.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod emulator;
+pub mod finch;
+pub mod ingress;
+pub mod metrics;
+pub mod queue;
+pub mod shutdown;
+pub mod signature;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,114 @@
+//! The `webhook_events` table: dedupe on insert, and the outbox the relay drains.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sqlx::PgPool;
+
+use super::StoreError;
+
+/// An authenticated delivery about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub connection_id: Option<String>,
+    pub finch_timestamp: i64,
+    pub body: Bytes,
+    /// Set when the event goes straight to the dead-letter queue.
+    pub dead_letter_reason: Option<&'static str>,
+}
+
+/// A stored event that still has to reach RabbitMQ.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UnpublishedEvent {
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub connection_id: Option<String>,
+    pub body: Vec<u8>,
+    pub dead_letter_reason: Option<String>,
+}
+
+/// Inserts a batch in one statement and one commit; returns the ids that were
+/// new. An id already in the table is a duplicate and is left untouched, and
+/// the primary key decides that atomically, so concurrent deliveries of one id
+/// insert exactly one row.
+pub async fn insert_batch(
+    pool: &PgPool,
+    events: &[NewEvent],
+) -> Result<HashSet<String>, StoreError> {
+    let mut ids = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut connections = Vec::with_capacity(events.len());
+    let mut timestamps = Vec::with_capacity(events.len());
+    let mut bodies = Vec::with_capacity(events.len());
+    let mut reasons = Vec::with_capacity(events.len());
+    for event in events {
+        ids.push(event.event_id.as_str());
+        types.push(event.event_type.as_deref());
+        connections.push(event.connection_id.as_deref());
+        timestamps.push(event.finch_timestamp as f64);
+        bodies.push(event.body.as_ref());
+        reasons.push(event.dead_letter_reason);
+    }
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO webhook_events
+             (event_id, event_type, connection_id, finch_timestamp, body, dead_letter_reason)
+         SELECT id, type, connection, to_timestamp(ts), body, reason
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::bytea[], $6::text[])
+              AS batch(id, type, connection, ts, body, reason)
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&connections)
+    .bind(&timestamps)
+    .bind(&bodies)
+    .bind(&reasons)
+    .fetch_all(pool)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
+
+/// Records that the broker confirmed these events.
+pub async fn mark_published(pool: &PgPool, event_ids: &[String]) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE webhook_events SET published_at = now()
+         WHERE event_id = ANY($1) AND published_at IS NULL",
+    )
+    .bind(event_ids)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The oldest unpublished events received at least `grace` ago.
+pub async fn unpublished(
+    pool: &PgPool,
+    grace: Duration,
+    limit: i64,
+) -> Result<Vec<UnpublishedEvent>, StoreError> {
+    let rows = sqlx::query_as(
+        "SELECT event_id, event_type, connection_id, body, dead_letter_reason
+         FROM webhook_events
+         WHERE published_at IS NULL AND received_at <= now() - make_interval(secs => $1)
+         ORDER BY received_at, event_id
+         LIMIT $2",
+    )
+    .bind(grace.as_secs_f64())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// How many stored events have not reached RabbitMQ yet.
+pub async fn outbox_backlog(pool: &PgPool) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE published_at IS NULL")
+            .fetch_one(pool)
+            .await?,
+    )
+}
