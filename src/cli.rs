@@ -86,7 +86,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let pool = store::connect(&database_url, 2).await?;
             store::migrate(&pool).await?;
             let connection = crate::queue::connect(&amqp_url).await?;
-            crate::queue::declare_topology(&connection).await?;
+            crate::queue::declare_topology(&connection, &crate::queue::DEFAULT_RETRY_DELAYS)
+                .await?;
             connection.close(0, "migrated".into()).await.ok();
             tracing::info!("database migrated and RabbitMQ topology declared");
             Ok(())

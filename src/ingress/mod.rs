@@ -38,6 +38,16 @@ pub struct AppState {
     pub metrics: Arc<IngressMetrics>,
     pub max_body_bytes: usize,
     pub retry_after_secs: u64,
+    /// Wall clock in unix seconds; replaceable so tests can pin time.
+    pub clock: Clock,
+}
+
+/// Source of the current unix time in seconds.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The real wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| chrono::Utc::now().timestamp())
 }
 
 /// A bound, ready-to-run ingress. Binding happens in [`Application::build`]
@@ -62,6 +72,11 @@ impl Application {
     /// Connects to Postgres (creating and migrating the database), starts the
     /// broker link (which may come up later), and binds the listener.
     pub async fn build(config: IngressConfig) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, system_clock()).await
+    }
+
+    /// As [`Application::build`], judging timestamps by `clock`.
+    pub async fn build_with_clock(config: IngressConfig, clock: Clock) -> anyhow::Result<Self> {
         let pool = store::connect(&config.database_url, config.database_max_connections).await?;
         store::migrate(&pool).await?;
         let listener = TcpListener::bind(config.listen_addr)
@@ -89,6 +104,7 @@ impl Application {
             metrics,
             max_body_bytes: config.max_body_bytes,
             retry_after_secs: config.retry_after_secs,
+            clock,
         };
         Ok(Self {
             listener,

@@ -67,7 +67,7 @@ async fn receive_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Res
     }
     let body = read_body(body, limit).await?;
 
-    let now = chrono::Utc::now().timestamp();
+    let now = (state.clock)();
     let verified = state
         .verifier
         .verify(headers, &body, now)

@@ -103,7 +103,7 @@ impl BrokerLink {
 
     async fn connect(&self, amqp_url: &str) -> lapin::Result<(lapin::Connection, Publisher)> {
         let connection = super::connect(amqp_url).await?;
-        declare_topology(&connection).await?;
+        declare_topology(&connection, &super::DEFAULT_RETRY_DELAYS).await?;
         let publisher = Publisher::open(&connection).await?;
         Ok((connection, publisher))
     }

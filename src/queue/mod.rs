@@ -3,12 +3,20 @@
 //! ```text
 //! finch.events (topic, key = event_type) ──► finch.events.work (quorum)
 //! finch.events.dlx (topic)               ──► finch.events.dlq  (quorum)
+//! finch.events.retry.{delay} (quorum, TTL) ──expires──► finch.events.work
+//! finch.synced (topic)                     ──► customers' own queues
 //! ```
 //! The work queue dead-letters into `finch.events.dlx`, so a message the
-//! broker gives up on (delivery limit) still lands in the DLQ.
+//! broker gives up on (delivery limit) still lands in the DLQ. A message to
+//! retry later is published to the retry queue of its delay and returns to
+//! the work queue when its TTL expires, so no consumer holds it meanwhile.
+//! Dead-lettering is at-least-once (RabbitMQ 3.10+): the broker keeps a
+//! message until the target queue confirmed it.
 
 pub mod link;
 pub mod publisher;
+
+use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -25,6 +33,33 @@ pub const WORK_QUEUE: &str = "finch.events.work";
 pub const DEAD_LETTER_EXCHANGE: &str = "finch.events.dlx";
 /// Where dead-lettered events wait for an operator.
 pub const DEAD_LETTER_QUEUE: &str = "finch.events.dlq";
+/// Prefix of the delayed-retry queues, followed by the delay (`5s`, `2m`, ...).
+pub const RETRY_QUEUE_PREFIX: &str = "finch.events.retry.";
+/// Topic exchange on which workers announce committed data changes.
+pub const SYNCED_EXCHANGE: &str = "finch.synced";
+
+/// The default retry ladder: attempt n waits `DEFAULT_RETRY_DELAYS[n-1]`
+/// (the last one repeats).
+pub const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+    Duration::from_secs(1800),
+];
+
+/// Name of the retry queue that holds messages for `delay`.
+pub fn retry_queue_name(delay: Duration) -> String {
+    let millis = delay.as_millis();
+    let suffix = if millis % 60_000 == 0 {
+        format!("{}m", millis / 60_000)
+    } else if millis % 1000 == 0 {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
+    };
+    format!("{RETRY_QUEUE_PREFIX}{suffix}")
+}
 
 /// Message header names: part of the contract with workers and DLQ tooling.
 pub mod headers {
@@ -46,7 +81,10 @@ pub async fn connect(amqp_url: &str) -> lapin::Result<Connection> {
 
 /// Declares exchanges, queues and bindings; safe to repeat, and every role
 /// does it on connect so that start order never matters.
-pub async fn declare_topology(connection: &Connection) -> lapin::Result<()> {
+pub async fn declare_topology(
+    connection: &Connection,
+    retry_delays: &[Duration],
+) -> lapin::Result<()> {
     let channel = connection.create_channel().await?;
     let durable_exchange = ExchangeDeclareOptions {
         durable: true,
@@ -73,11 +111,16 @@ pub async fn declare_topology(connection: &Connection) -> lapin::Result<()> {
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    let mut work_arguments = quorum();
-    work_arguments.insert(
-        "x-dead-letter-exchange".into(),
-        string(DEAD_LETTER_EXCHANGE),
-    );
+    channel
+        .exchange_declare(
+            SYNCED_EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await?;
+
+    let mut work_arguments = dead_lettering(DEAD_LETTER_EXCHANGE, None);
     work_arguments.insert(
         "x-delivery-limit".into(),
         AMQPValue::LongLongInt(WORK_QUEUE_DELIVERY_LIMIT),
@@ -88,6 +131,20 @@ pub async fn declare_topology(connection: &Connection) -> lapin::Result<()> {
     channel
         .queue_declare(DEAD_LETTER_QUEUE.into(), durable_queue, quorum())
         .await?;
+    for delay in retry_delays {
+        let mut arguments = dead_lettering("", Some(WORK_QUEUE));
+        arguments.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(delay.as_millis() as i64),
+        );
+        channel
+            .queue_declare(
+                retry_queue_name(*delay).as_str().into(),
+                durable_queue,
+                arguments,
+            )
+            .await?;
+    }
 
     channel
         .queue_bind(
@@ -109,6 +166,20 @@ pub async fn declare_topology(connection: &Connection) -> lapin::Result<()> {
         .await?;
     channel.close(200, "topology declared".into()).await.ok();
     Ok(())
+}
+
+/// Quorum queue arguments for safe dead-lettering into `exchange`.
+fn dead_lettering(exchange: &str, routing_key: Option<&str>) -> FieldTable {
+    let mut arguments = quorum();
+    arguments.insert("x-dead-letter-exchange".into(), string(exchange));
+    if let Some(routing_key) = routing_key {
+        arguments.insert("x-dead-letter-routing-key".into(), string(routing_key));
+    }
+    arguments.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+    // At-least-once dead-lettering requires publishers to be refused, not
+    // messages dropped, when a queue is full.
+    arguments.insert("x-overflow".into(), string("reject-publish"));
+    arguments
 }
 
 fn quorum() -> FieldTable {

@@ -1,0 +1,5 @@
+//! One integration test binary: every test talks to real Postgres and
+//! RabbitMQ, each in its own database and vhost.
+
+mod helpers;
+mod ingress;
