@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
-use crate::{bench, ingress, shutdown, store, telemetry};
+use crate::{bench, dev, ingress, shutdown, store, telemetry, worker};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +29,13 @@ pub enum Command {
     /// Measure a running instance.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Consume the work queue and keep the finch_* tables fresh.
+    Worker,
+    /// Manage the connections (employers) the worker holds tokens for.
+    #[command(subcommand)]
+    Connections(worker::admin::ConnectionsCommand),
+    /// Run emulator, ingress and worker together against local Postgres and RabbitMQ.
+    Dev(dev::DevArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +101,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Health(args) => health(&args.url).await,
         Command::Bench(command) => bench::run(command, &settings).await,
+        Command::Worker => {
+            let config = settings.worker()?;
+            let app = worker::Application::build(config).await?;
+            tracing::info!(addr = %app.local_addr(), "worker health and metrics listening");
+            app.run_until(shutdown::signal()).await
+        }
+        Command::Connections(command) => worker::admin::run(command, &settings).await,
+        Command::Dev(args) => dev::run(args, settings).await,
     }
 }
 

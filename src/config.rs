@@ -13,6 +13,7 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::finch::token::TokenKey;
 use crate::signature::{SecretError, Verifier, WebhookSecret};
 
 /// The commented defaults file; also the reference for every setting.
@@ -63,6 +64,32 @@ pub struct Settings {
     pub outbox_poll_interval_ms: u64,
     pub outbox_grace_ms: u64,
     pub retry_after_secs: u64,
+    pub finch_api_base_url: String,
+    pub finch_token_key: Option<SecretString>,
+    pub finch_client_id: Option<String>,
+    pub finch_client_secret: Option<SecretString>,
+    pub finch_request_timeout_secs: u64,
+    pub worker_listen_addr: String,
+    pub worker_prefetch: u16,
+    pub coalesce_window_ms: u64,
+    pub worker_max_in_flight: usize,
+    pub rate_limit_company: u32,
+    pub rate_limit_directory: u32,
+    pub rate_limit_individual: u32,
+    pub rate_limit_employment: u32,
+    pub rate_limit_payment: u32,
+    pub rate_limit_pay_statement: u32,
+    pub rate_limit_window_ms: u64,
+    pub rate_limit_margin_ms: u64,
+    pub rate_limit_pause_secs: u64,
+    pub worker_max_attempts: u32,
+    pub worker_retry_delays: String,
+    pub worker_retry_jitter: f64,
+    pub directory_page_size: u32,
+    pub pay_statement_page_size: u32,
+    pub pay_statement_batch_max: usize,
+    pub payment_window_days: u32,
+    pub full_sync_since: String,
 }
 
 impl Settings {
@@ -105,7 +132,15 @@ impl Settings {
             .map(|dict| dict.into_keys().collect())
             .unwrap_or_default();
         // Settings without a default are commented out in the file.
-        keys.push("finch_webhook_secret".into());
+        keys.extend(
+            [
+                "finch_webhook_secret",
+                "finch_token_key",
+                "finch_client_id",
+                "finch_client_secret",
+            ]
+            .map(String::from),
+        );
         keys
     }
 
@@ -191,6 +226,191 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout(),
         })
     }
+}
+
+impl Settings {
+    /// Validates what talking to the Finch API needs.
+    pub fn finch_api(&self) -> Result<FinchApiConfig, ConfigError> {
+        check_url(
+            "finch_api_base_url",
+            &self.finch_api_base_url,
+            &["http", "https"],
+        )?;
+        if self.finch_request_timeout_secs < 1 {
+            return Err(ConfigError::new(
+                "finch_request_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
+        Ok(FinchApiConfig {
+            base_url: self.finch_api_base_url.trim_end_matches('/').to_owned(),
+            timeout: Duration::from_secs(self.finch_request_timeout_secs),
+            client_id: self.finch_client_id.clone().filter(|id| !id.is_empty()),
+            client_secret: self
+                .finch_client_secret
+                .clone()
+                .filter(|secret| !secret.expose_secret().is_empty()),
+        })
+    }
+
+    /// The key that encrypts access tokens at rest.
+    pub fn token_key(&self) -> Result<TokenKey, ConfigError> {
+        let text = self.finch_token_key.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "finch_token_key",
+                "not set; generate one with `openssl rand -base64 32`",
+            )
+        })?;
+        TokenKey::from_base64(text.expose_secret())
+            .map_err(|reason| ConfigError::new("finch_token_key", reason))
+    }
+
+    /// Validates everything `worker` needs.
+    pub fn worker(&self) -> Result<WorkerConfig, ConfigError> {
+        let listen_addr: SocketAddr = self.worker_listen_addr.parse().map_err(|_| {
+            ConfigError::new(
+                "worker_listen_addr",
+                "expected host:port, such as 0.0.0.0:9091",
+            )
+        })?;
+        let positive = |key: &str, value: u64| {
+            if value < 1 {
+                Err(ConfigError::new(key, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("worker_prefetch", u64::from(self.worker_prefetch))?;
+        positive("worker_max_in_flight", self.worker_max_in_flight as u64)?;
+        positive("rate_limit_window_ms", self.rate_limit_window_ms)?;
+        positive("worker_max_attempts", u64::from(self.worker_max_attempts))?;
+        positive("directory_page_size", u64::from(self.directory_page_size))?;
+        positive(
+            "pay_statement_page_size",
+            u64::from(self.pay_statement_page_size),
+        )?;
+        positive(
+            "pay_statement_batch_max",
+            self.pay_statement_batch_max as u64,
+        )?;
+        let limits = [
+            ("rate_limit_company", self.rate_limit_company),
+            ("rate_limit_directory", self.rate_limit_directory),
+            ("rate_limit_individual", self.rate_limit_individual),
+            ("rate_limit_employment", self.rate_limit_employment),
+            ("rate_limit_payment", self.rate_limit_payment),
+            ("rate_limit_pay_statement", self.rate_limit_pay_statement),
+        ];
+        for (key, value) in limits {
+            positive(key, u64::from(value))?;
+        }
+        let retry_delays = parse_delays(&self.worker_retry_delays)
+            .map_err(|reason| ConfigError::new("worker_retry_delays", reason))?;
+        if !(0.0..1.0).contains(&self.worker_retry_jitter) {
+            return Err(ConfigError::new(
+                "worker_retry_jitter",
+                "must be at least 0 and below 1",
+            ));
+        }
+        let full_sync_since = chrono::NaiveDate::parse_from_str(&self.full_sync_since, "%Y-%m-%d")
+            .map_err(|_| ConfigError::new("full_sync_since", "expected a date as YYYY-MM-DD"))?;
+        Ok(WorkerConfig {
+            listen_addr,
+            database_url: self.database_url()?,
+            database_max_connections: self.database_max_connections.max(4),
+            amqp_url: self.amqp_url()?,
+            finch: self.finch_api()?,
+            token_key: self.token_key()?,
+            prefetch: self.worker_prefetch,
+            coalesce_window: Duration::from_millis(self.coalesce_window_ms),
+            max_in_flight: self.worker_max_in_flight,
+            rate_limits: RateLimits {
+                company: self.rate_limit_company,
+                directory: self.rate_limit_directory,
+                individual: self.rate_limit_individual,
+                employment: self.rate_limit_employment,
+                payment: self.rate_limit_payment,
+                pay_statement: self.rate_limit_pay_statement,
+                window: Duration::from_millis(self.rate_limit_window_ms),
+                margin: Duration::from_millis(self.rate_limit_margin_ms),
+                pause: Duration::from_secs(self.rate_limit_pause_secs),
+            },
+            max_attempts: self.worker_max_attempts,
+            retry_delays,
+            retry_jitter: self.worker_retry_jitter,
+            directory_page_size: self.directory_page_size,
+            pay_statement_page_size: self.pay_statement_page_size,
+            pay_statement_batch_max: self.pay_statement_batch_max,
+            payment_window_days: self.payment_window_days,
+            full_sync_since,
+            shutdown_timeout: self.shutdown_timeout(),
+        })
+    }
+}
+
+/// `5s,30s,2m`: humantime durations, comma-separated, at least one.
+fn parse_delays(text: &str) -> Result<Vec<Duration>, String> {
+    let delays = text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            humantime::parse_duration(part)
+                .map_err(|_| format!("`{part}` is not a duration such as 30s or 2m"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if delays.is_empty() || delays.iter().any(Duration::is_zero) {
+        return Err("expected one or more non-zero durations, such as 5s,30s,2m".into());
+    }
+    Ok(delays)
+}
+
+/// Where and how to reach the Finch API.
+#[derive(Debug, Clone)]
+pub struct FinchApiConfig {
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub timeout: Duration,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+}
+
+/// Requests per window for each Finch product, application-wide.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub company: u32,
+    pub directory: u32,
+    pub individual: u32,
+    pub employment: u32,
+    pub payment: u32,
+    pub pay_statement: u32,
+    pub window: Duration,
+    pub margin: Duration,
+    pub pause: Duration,
+}
+
+/// Validated settings of the worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub listen_addr: SocketAddr,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub amqp_url: String,
+    pub finch: FinchApiConfig,
+    pub token_key: TokenKey,
+    pub prefetch: u16,
+    pub coalesce_window: Duration,
+    pub max_in_flight: usize,
+    pub rate_limits: RateLimits,
+    pub max_attempts: u32,
+    pub retry_delays: Vec<Duration>,
+    pub retry_jitter: f64,
+    pub directory_page_size: u32,
+    pub pay_statement_page_size: u32,
+    pub pay_statement_batch_max: usize,
+    pub payment_window_days: u32,
+    pub full_sync_since: chrono::NaiveDate,
+    pub shutdown_timeout: Duration,
 }
 
 /// Validated settings of the ingress.
@@ -284,6 +504,38 @@ mod tests {
     fn unparseable_numbers_name_the_setting() {
         let error = Settings::with_overrides(&[("max_body_bytes", "lots")]).unwrap_err();
         assert_eq!(error.setting, "MAX_BODY_BYTES");
+    }
+
+    const TOKEN_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+    #[test]
+    fn worker_settings_validate_and_name_themselves() {
+        let ok = Settings::with_overrides(&[("finch_token_key", TOKEN_KEY)])
+            .unwrap()
+            .worker()
+            .unwrap();
+        assert_eq!(ok.finch.base_url, "https://api.tryfinch.com");
+        assert_eq!(ok.retry_delays.len(), 5);
+        assert_eq!(ok.rate_limits.pay_statement, 12);
+        assert!(!format!("{ok:?}").contains(TOKEN_KEY));
+        let cases: &[(&str, &str, &str)] = &[
+            ("finch_api_base_url", "not a url", "FINCH_API_BASE_URL"),
+            ("finch_api_base_url", "ftp://x", "FINCH_API_BASE_URL"),
+            ("finch_token_key", "c2hvcnQ=", "FINCH_TOKEN_KEY"),
+            ("worker_listen_addr", "nowhere", "WORKER_LISTEN_ADDR"),
+            ("worker_retry_delays", "soon", "WORKER_RETRY_DELAYS"),
+            ("rate_limit_payment", "0", "RATE_LIMIT_PAYMENT"),
+            ("full_sync_since", "yesterday", "FULL_SYNC_SINCE"),
+        ];
+        for (key, value, expected) in cases {
+            let error = Settings::with_overrides(&[("finch_token_key", TOKEN_KEY), (key, value)])
+                .unwrap()
+                .worker()
+                .unwrap_err();
+            assert_eq!(&error.setting, expected, "{key}={value}: {error}");
+        }
+        let error = Settings::with_overrides(&[]).unwrap().worker().unwrap_err();
+        assert_eq!(error.setting, "FINCH_TOKEN_KEY");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Postgres: connection, migrations, and the tables each part of the flow owns.
 
+pub mod budget;
+pub mod connections;
 pub mod events;
+pub mod finch_data;
 
 use std::time::Duration;
 

@@ -1,0 +1,210 @@
+//! Connections: which employers we hold a token for, and their state.
+//! Tokens are encrypted before they reach SQL and decrypted only when a
+//! request is about to be made.
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use sqlx::PgPool;
+
+use super::StoreError;
+use crate::finch::token::{TokenError, TokenKey};
+
+/// Connection statuses in which Finch serves no data: we stop fetching.
+pub const PARKED_STATUSES: &[&str] = &[
+    "reauth",
+    "error_permissions",
+    "error_no_account_setup",
+    "disconnected",
+];
+
+/// A connection as listed: everything but the token.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct ConnectionRow {
+    pub connection_id: String,
+    pub provider_id: Option<String>,
+    pub products: Vec<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub last_synced_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+impl ConnectionRow {
+    pub fn is_parked(&self) -> bool {
+        PARKED_STATUSES.contains(&self.status.as_str())
+    }
+
+    pub fn has_product(&self, permission: &str) -> bool {
+        self.products.iter().any(|product| product == permission)
+    }
+}
+
+/// A connection with its decrypted token; `Debug` keeps the token redacted.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub row: ConnectionRow,
+    pub token: SecretString,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("connection {connection_id}: {source}")]
+    Token {
+        connection_id: String,
+        source: TokenError,
+    },
+}
+
+const COLUMNS: &str = "connection_id, provider_id, products, status, created_at, updated_at, \
+                       last_event_at, last_synced_at, last_error";
+
+/// What we learned about a token, to be stored with it.
+#[derive(Debug, Clone)]
+pub struct NewConnection<'a> {
+    pub connection_id: &'a str,
+    pub token: &'a SecretString,
+    pub provider_id: Option<&'a str>,
+    pub products: &'a [String],
+    pub status: &'a str,
+}
+
+/// Stores a connection, replacing the token of one we already hold (a
+/// reconnection after `reauth` brings a new token for the same id).
+pub async fn upsert(
+    pool: &PgPool,
+    key: &TokenKey,
+    new: &NewConnection<'_>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO connections (connection_id, access_token, token_key_id, provider_id, products, status)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (connection_id) DO UPDATE SET
+             access_token = EXCLUDED.access_token, token_key_id = EXCLUDED.token_key_id,
+             provider_id = EXCLUDED.provider_id, products = EXCLUDED.products,
+             status = EXCLUDED.status, updated_at = now(), last_error = NULL",
+    )
+    .bind(new.connection_id)
+    .bind(key.encrypt(new.token))
+    .bind(key.id())
+    .bind(new.provider_id)
+    .bind(new.products)
+    .bind(new.status)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(
+    pool: &PgPool,
+    key: &TokenKey,
+    connection_id: &str,
+) -> Result<Option<Connection>, ConnectionError> {
+    let row: Option<(Vec<u8>, String)> = sqlx::query_as(
+        "SELECT access_token, token_key_id FROM connections WHERE connection_id = $1",
+    )
+    .bind(connection_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::from)?;
+    let Some((stored, key_id)) = row else {
+        return Ok(None);
+    };
+    let token = key
+        .decrypt(&key_id, &stored)
+        .map_err(|source| ConnectionError::Token {
+            connection_id: connection_id.to_owned(),
+            source,
+        })?;
+    let Some(row) = find(pool, connection_id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Connection { row, token }))
+}
+
+pub async fn find(pool: &PgPool, connection_id: &str) -> Result<Option<ConnectionRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM connections WHERE connection_id = $1"
+    ))
+    .bind(connection_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<ConnectionRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM connections ORDER BY created_at, connection_id"
+    ))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Forgets a connection and its token; its data stays.
+pub async fn remove(pool: &PgPool, connection_id: &str) -> Result<bool, StoreError> {
+    let result = sqlx::query("DELETE FROM connections WHERE connection_id = $1")
+        .bind(connection_id)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub async fn set_status(
+    pool: &PgPool,
+    connection_id: &str,
+    status: &str,
+    last_error: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE connections SET status = $2, last_error = coalesce($3, last_error), updated_at = now()
+         WHERE connection_id = $1",
+    )
+    .bind(connection_id)
+    .bind(status)
+    .bind(last_error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Refreshes what `/introspect` reports.
+pub async fn update_details(
+    pool: &PgPool,
+    connection_id: &str,
+    provider_id: Option<&str>,
+    products: &[String],
+    status: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE connections SET provider_id = coalesce($2, provider_id), products = $3,
+             status = $4, updated_at = now()
+         WHERE connection_id = $1",
+    )
+    .bind(connection_id)
+    .bind(provider_id)
+    .bind(products)
+    .bind(status)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn touch_event(pool: &PgPool, connection_ids: &[String]) -> Result<(), StoreError> {
+    sqlx::query("UPDATE connections SET last_event_at = now() WHERE connection_id = ANY($1)")
+        .bind(connection_ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_synced(pool: &PgPool, connection_id: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE connections SET last_synced_at = now(), last_error = NULL WHERE connection_id = $1",
+    )
+    .bind(connection_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

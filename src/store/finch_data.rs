@@ -1,0 +1,478 @@
+//! The copy of Finch data that applications read, and the notifications
+//! that announce its changes. Writes are idempotent upserts; a response that
+//! is older than what a row holds (by `Finch-Data-Retrieved`, then by when
+//! we fetched it) never overwrites it.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{json, Value};
+use sqlx::{PgConnection, PgPool};
+
+use super::StoreError;
+
+/// A kind of row in the copy, named as in `finch.synced` routing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resource {
+    Company,
+    Directory,
+    Individual,
+    Employment,
+    Payment,
+    PayStatement,
+}
+
+impl Resource {
+    pub fn table(self) -> &'static str {
+        match self {
+            Resource::Company => "finch_company",
+            Resource::Directory => "finch_directory",
+            Resource::Individual => "finch_individuals",
+            Resource::Employment => "finch_employments",
+            Resource::Payment => "finch_payments",
+            Resource::PayStatement => "finch_pay_statements",
+        }
+    }
+
+    /// The Finch id columns after `connection_id`.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            Resource::Company => &[],
+            Resource::Directory | Resource::Individual | Resource::Employment => &["individual_id"],
+            Resource::Payment => &["payment_id"],
+            Resource::PayStatement => &["payment_id", "individual_id"],
+        }
+    }
+
+    /// First part of the `finch.synced` routing key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Company => "company",
+            Resource::Directory => "directory",
+            Resource::Individual => "individual",
+            Resource::Employment => "employment",
+            Resource::Payment => "payment",
+            Resource::PayStatement => "pay_statement",
+        }
+    }
+}
+
+/// One item as Finch returned it, with its ids in `Resource::keys` order.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub ids: Vec<String>,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
+
+/// Rows a commit changed, announced on `finch.synced`.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    entries: Vec<(Resource, ChangeKind, Vec<String>)>,
+}
+
+impl Changes {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn push(&mut self, resource: Resource, kind: ChangeKind, ids: Vec<String>) {
+        self.entries.push((resource, kind, ids));
+    }
+
+    pub fn count(&self, kind: ChangeKind) -> usize {
+        self.entries.iter().filter(|(_, k, _)| *k == kind).count()
+    }
+}
+
+/// When a response was produced, for ordering writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    pub data_retrieved_at: Option<DateTime<Utc>>,
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// Inserts or updates `items`, skipping rows that hold newer data, and
+/// records which rows were created (or revived) and which changed.
+pub async fn upsert(
+    tx: &mut PgConnection,
+    resource: Resource,
+    connection_id: &str,
+    items: &[Item],
+    freshness: Freshness,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    // ON CONFLICT cannot touch one row twice in a statement: last one wins.
+    let mut unique: Vec<&Item> = Vec::with_capacity(items.len());
+    {
+        let mut seen = std::collections::HashMap::new();
+        for item in items {
+            match seen.get(&item.ids) {
+                Some(&index) => unique[index] = item,
+                None => {
+                    seen.insert(item.ids.clone(), unique.len());
+                    unique.push(item);
+                }
+            }
+        }
+    }
+    if unique.is_empty() {
+        return Ok(());
+    }
+    let keys = resource.keys();
+    let table = resource.table();
+    let n = keys.len();
+    let key_params: Vec<String> = (0..n).map(|i| format!("${}::text[]", i + 2)).collect();
+    let data_param = format!("${}::text[]", n + 2);
+    let cols = keys.join(", ");
+    let with_comma = |s: &str| {
+        if s.is_empty() {
+            String::new()
+        } else {
+            format!("{s}, ")
+        }
+    };
+    let join = |a: &str, b: &str| {
+        if keys.is_empty() {
+            "TRUE".to_owned()
+        } else {
+            keys.iter()
+                .map(|k| format!("{a}.{k} = {b}.{k}"))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        }
+    };
+    let select_keys: String = keys.iter().map(|k| format!("up.{k}, ")).collect();
+    let sql = format!(
+        "WITH input AS (
+             SELECT {cols_c}data::jsonb AS data
+             FROM UNNEST({params_c}{data_param}) AS i({cols_c}data)
+         ),
+         old AS (
+             SELECT t.* FROM {table} t JOIN input i ON {join_ti} WHERE t.connection_id = $1
+         ),
+         up AS (
+             INSERT INTO {table} (connection_id, {cols_c}data, data_retrieved_at, fetched_at, deleted_at)
+             SELECT $1, {cols_c}data, ${dr}, ${fa}, NULL FROM input
+             ON CONFLICT (connection_id{comma_cols}) DO UPDATE SET
+                 data = EXCLUDED.data,
+                 data_retrieved_at = EXCLUDED.data_retrieved_at,
+                 fetched_at = EXCLUDED.fetched_at,
+                 deleted_at = NULL
+             WHERE (coalesce(EXCLUDED.data_retrieved_at, '-infinity'), EXCLUDED.fetched_at)
+                >= (coalesce({table}.data_retrieved_at, '-infinity'), {table}.fetched_at)
+             RETURNING {cols_c}data
+         )
+         SELECT {select_keys}
+                CASE WHEN old.connection_id IS NULL OR old.deleted_at IS NOT NULL THEN 'created'
+                     WHEN old.data IS DISTINCT FROM up.data THEN 'updated'
+                     ELSE '' END AS change
+         FROM up LEFT JOIN old ON {join_uo}",
+        cols_c = with_comma(&cols),
+        params_c = with_comma(&key_params.join(", ")),
+        join_ti = join("t", "i"),
+        join_uo = join("up", "old"),
+        comma_cols = if cols.is_empty() { String::new() } else { format!(", {cols}") },
+        dr = n + 3,
+        fa = n + 4,
+    );
+    let mut query = sqlx::query(&sql).bind(connection_id);
+    for k in 0..n {
+        let column: Vec<&str> = unique.iter().map(|item| item.ids[k].as_str()).collect();
+        query = query.bind(column);
+    }
+    let data: Vec<String> = unique.iter().map(|item| item.data.to_string()).collect();
+    query = query
+        .bind(data)
+        .bind(freshness.data_retrieved_at)
+        .bind(freshness.fetched_at);
+    let rows = query.fetch_all(&mut *tx).await?;
+    let mut created = Vec::new();
+    let mut updated = Vec::new();
+    for row in rows {
+        use sqlx::Row as _;
+        let change: String = row.try_get("change").map_err(StoreError::from)?;
+        let ids: Vec<String> = (0..n)
+            .map(|k| row.try_get::<String, _>(k))
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)?;
+        match change.as_str() {
+            "created" => created.push(ids),
+            "updated" => updated.push(ids),
+            _ => {}
+        }
+    }
+    for ids in created {
+        changes.push(resource, ChangeKind::Created, ids);
+    }
+    for ids in updated {
+        changes.push(resource, ChangeKind::Updated, ids);
+    }
+    Ok(())
+}
+
+/// Rows of `resource` for the connection that Finch no longer returns.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// These exact rows (ids in key order), confirmed gone by a 404.
+    Exactly(Vec<Vec<String>>),
+    /// Every row of the resource not in `present` (a full directory read).
+    AllExcept { present: Vec<String> },
+    /// Payments paid within the range not in `present`.
+    PaidBetween {
+        start: NaiveDate,
+        end: NaiveDate,
+        present: Vec<String>,
+    },
+    /// Pay statements of one payment whose individual is not in `present`.
+    OfPayment {
+        payment_id: String,
+        present: Vec<String>,
+    },
+}
+
+/// Sets `deleted_at` on rows Finch confirmed gone, unless a newer fetch
+/// wrote them after this response was produced.
+pub async fn mark_deleted(
+    tx: &mut PgConnection,
+    resource: Resource,
+    connection_id: &str,
+    scope: &Scope,
+    freshness: Freshness,
+    changes: &mut Changes,
+) -> Result<(), StoreError> {
+    let table = resource.table();
+    let keys = resource.keys();
+    let returning = if keys.is_empty() {
+        "connection_id".to_owned()
+    } else {
+        keys.join(", ")
+    };
+    let base = format!(
+        "UPDATE {table} SET deleted_at = now()
+         WHERE connection_id = $1 AND deleted_at IS NULL AND fetched_at <= $2"
+    );
+    let query = match scope {
+        Scope::Exactly(rows) => {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            // Rows as JSON arrays of ids, matched against the key columns.
+            let tuple = if keys.is_empty() {
+                "TRUE".to_owned()
+            } else {
+                let columns: Vec<String> = keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| format!("{k} = (r->>{i})"))
+                    .collect();
+                columns.join(" AND ")
+            };
+            let sql = format!(
+                "{base} AND EXISTS (SELECT 1 FROM jsonb_array_elements($3::jsonb) r WHERE {tuple})
+                 RETURNING {returning}"
+            );
+            let rows = json!(rows).to_string();
+            sqlx::query(&sql)
+                .bind(connection_id)
+                .bind(freshness.fetched_at)
+                .bind(rows)
+                .fetch_all(&mut *tx)
+                .await?
+        }
+        Scope::AllExcept { present } => {
+            let sql = format!(
+                "{base} AND NOT ({} = ANY($3)) RETURNING {returning}",
+                keys[0]
+            );
+            sqlx::query(&sql)
+                .bind(connection_id)
+                .bind(freshness.fetched_at)
+                .bind(present)
+                .fetch_all(&mut *tx)
+                .await?
+        }
+        Scope::PaidBetween {
+            start,
+            end,
+            present,
+        } => {
+            let sql = format!(
+                "{base} AND NOT (payment_id = ANY($3))
+                   AND (data->>'pay_date') >= $4 AND (data->>'pay_date') <= $5
+                 RETURNING {returning}"
+            );
+            sqlx::query(&sql)
+                .bind(connection_id)
+                .bind(freshness.fetched_at)
+                .bind(present)
+                .bind(start.to_string())
+                .bind(end.to_string())
+                .fetch_all(&mut *tx)
+                .await?
+        }
+        Scope::OfPayment {
+            payment_id,
+            present,
+        } => {
+            let sql = format!(
+                "{base} AND payment_id = $3 AND NOT (individual_id = ANY($4)) RETURNING {returning}"
+            );
+            sqlx::query(&sql)
+                .bind(connection_id)
+                .bind(freshness.fetched_at)
+                .bind(payment_id)
+                .bind(present)
+                .fetch_all(&mut *tx)
+                .await?
+        }
+    };
+    for row in query {
+        use sqlx::Row as _;
+        let ids: Vec<String> = (0..keys.len())
+            .map(|k| row.try_get::<String, _>(k))
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)?;
+        changes.push(resource, ChangeKind::Deleted, ids);
+    }
+    Ok(())
+}
+
+/// Most ids one notification names; larger changes are split.
+const IDS_PER_NOTIFICATION: usize = 500;
+
+/// A `finch.synced` message waiting in the outbox.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Notification {
+    pub id: i64,
+    pub routing_key: String,
+    pub body: Value,
+}
+
+/// Writes the notifications for `changes` into the outbox, in the caller's
+/// transaction, and returns their outbox ids.
+pub async fn queue_notifications(
+    tx: &mut PgConnection,
+    connection_id: &str,
+    changes: &Changes,
+) -> Result<Vec<Notification>, StoreError> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let synced_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut grouped: Vec<((Resource, ChangeKind), Vec<&Vec<String>>)> = Vec::new();
+    for (resource, kind, ids) in &changes.entries {
+        match grouped
+            .iter_mut()
+            .find(|(key, _)| *key == (*resource, *kind))
+        {
+            Some((_, list)) => list.push(ids),
+            None => grouped.push(((*resource, *kind), vec![ids])),
+        }
+    }
+    let mut keys = Vec::new();
+    let mut bodies = Vec::new();
+    for ((resource, kind), all_ids) in grouped {
+        for chunk in all_ids.chunks(IDS_PER_NOTIFICATION) {
+            let ids: Vec<Value> = chunk
+                .iter()
+                .map(|ids| {
+                    let mut object = serde_json::Map::new();
+                    for (name, value) in resource.keys().iter().zip(ids.iter()) {
+                        object.insert((*name).to_owned(), json!(value));
+                    }
+                    Value::Object(object)
+                })
+                .collect();
+            keys.push(format!("{}.{}", resource.name(), kind.as_str()));
+            bodies.push(
+                json!({
+                    "connection_id": connection_id,
+                    "resource": resource.name(),
+                    "change": kind.as_str(),
+                    "ids": ids,
+                    "synced_at": synced_at,
+                })
+                .to_string(),
+            );
+        }
+    }
+    let rows = sqlx::query_as(
+        "INSERT INTO finch_sync_outbox (routing_key, body)
+         SELECT key, body::jsonb FROM UNNEST($1::text[], $2::text[]) AS n(key, body)
+         RETURNING id, routing_key, body",
+    )
+    .bind(keys)
+    .bind(bodies)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows)
+}
+
+pub async fn delete_notifications(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM finch_sync_outbox WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Notifications older than `min_age_secs` whose direct publish never
+/// happened (a crash or broker outage after the commit).
+pub async fn stale_notifications(
+    pool: &PgPool,
+    min_age_secs: f64,
+    limit: i64,
+) -> Result<Vec<Notification>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, routing_key, body FROM finch_sync_outbox
+         WHERE created_at <= now() - make_interval(secs => $1)
+         ORDER BY id LIMIT $2",
+    )
+    .bind(min_age_secs)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Records a job's result.
+pub async fn record_job(
+    pool: &PgPool,
+    connection_id: &str,
+    job_id: &str,
+    kind: &str,
+    data: &Value,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO finch_jobs (connection_id, job_id, kind, status, data, fetched_at)
+         VALUES ($1, $2, $3, $4->>'status', $4, now())
+         ON CONFLICT (connection_id, job_id) DO UPDATE SET
+             kind = EXCLUDED.kind, status = EXCLUDED.status, data = EXCLUDED.data,
+             fetched_at = EXCLUDED.fetched_at",
+    )
+    .bind(connection_id)
+    .bind(job_id)
+    .bind(kind)
+    .bind(data)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! The end of a message: acknowledged after its data is committed, sent to
+//! a delayed-retry queue, or dead-lettered with the reasons — each published
+//! with a broker confirm before the original is acknowledged, and recorded
+//! on `webhook_events`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use lapin::BasicProperties;
+use rand::Rng as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::message::{
+    header, reasons, short, Disposition, Failure, Message, Verdict, ERROR_HISTORY_CAP,
+};
+use super::Context;
+use crate::queue::{retry_queue_name, DEAD_LETTER_EXCHANGE};
+
+const BATCH: usize = 512;
+
+/// Finishes messages until `stop` fires, then finishes what is already queued.
+pub async fn run(
+    ctx: Arc<Context>,
+    mut done: mpsc::UnboundedReceiver<Arc<Message>>,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let received = tokio::select! {
+            received = done.recv_many(&mut batch, BATCH) => received,
+            () = stop.cancelled() => {
+                while let Ok(message) = done.try_recv() {
+                    batch.push(message);
+                }
+                finish(&ctx, std::mem::take(&mut batch)).await;
+                return;
+            }
+        };
+        if received == 0 {
+            return;
+        }
+        finish(&ctx, std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn finish(ctx: &Context, messages: Vec<Arc<Message>>) {
+    let mut succeeded = Vec::new();
+    let mut failed = Vec::new();
+    for message in messages {
+        match message.verdict() {
+            Verdict::Done { note } => succeeded.push((message, note)),
+            Verdict::Failed(failure) => failed.push((message, failure)),
+        }
+    }
+    if !succeeded.is_empty() {
+        acknowledge(ctx, succeeded).await;
+    }
+    futures::future::join_all(
+        failed
+            .into_iter()
+            .map(|(message, failure)| fail(ctx, message, failure)),
+    )
+    .await;
+}
+
+async fn acknowledge(ctx: &Context, messages: Vec<(Arc<Message>, Option<String>)>) {
+    let ids: Vec<&str> = messages.iter().map(|(m, _)| m.event_id.as_str()).collect();
+    let attempts: Vec<i32> = messages
+        .iter()
+        .map(|(m, _)| i32::try_from(m.attempt()).unwrap_or(i32::MAX))
+        .collect();
+    let notes: Vec<Option<&str>> = messages.iter().map(|(_, n)| n.as_deref()).collect();
+    let recorded = sqlx::query(
+        "UPDATE webhook_events e SET processed_at = now(), attempts = u.attempts, last_error = u.note
+         FROM UNNEST($1::text[], $2::int[], $3::text[]) AS u(id, attempts, note)
+         WHERE e.event_id = u.id",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&notes)
+    .execute(&ctx.pool)
+    .await;
+    if let Err(error) = recorded {
+        // The data is committed; a redelivery redoes it harmlessly.
+        tracing::warn!(%error, "could not record processed events; returning them to the queue");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (message, _) in messages {
+            requeue(&message).await;
+        }
+        return;
+    }
+    let mut connection_ids: Vec<String> = messages
+        .iter()
+        .filter_map(|(m, _)| m.connection_id.clone())
+        .collect();
+    connection_ids.sort();
+    connection_ids.dedup();
+    if let Err(error) = crate::store::connections::touch_event(&ctx.pool, &connection_ids).await {
+        tracing::warn!(%error, "could not record last event times");
+    }
+    for (message, note) in messages {
+        let outcome = if note.is_some() {
+            "skipped"
+        } else {
+            "processed"
+        };
+        ctx.metrics.count_event(message.label(), outcome);
+        ctx.metrics
+            .latency
+            .observe(message.received_at.elapsed().as_secs_f64());
+        tracing::debug!(
+            event_id = %message.event_id,
+            event_type = %message.event_type,
+            connection_id = message.connection_id.as_deref().unwrap_or(""),
+            outcome,
+            "event processed"
+        );
+        if let Err(error) = message.acker.ack(BasicAckOptions::default()).await {
+            tracing::warn!(%error, event_id = %message.event_id, "ack failed; the event will be redelivered");
+        }
+    }
+}
+
+async fn requeue(message: &Message) {
+    message
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        })
+        .await
+        .ok();
+}
+
+async fn fail(ctx: &Context, message: Arc<Message>, mut failure: Failure) {
+    let attempt = message.attempt();
+    if failure.disposition == Disposition::Retry && attempt >= i64::from(ctx.config.max_attempts) {
+        failure.disposition = Disposition::DeadLetter(reasons::RETRIES_EXHAUSTED);
+    }
+    let mut history = message.error_history.clone();
+    history.push(format!(
+        "{} attempt {attempt}: {}",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        failure.error
+    ));
+    if history.len() > ERROR_HISTORY_CAP {
+        history.drain(..history.len() - ERROR_HISTORY_CAP);
+    }
+    let headers = failure_headers(&message, attempt, &failure, &history);
+    let mut properties = BasicProperties::default()
+        .with_message_id(short(&message.event_id))
+        .with_content_type(
+            message
+                .properties
+                .content_type()
+                .clone()
+                .unwrap_or_else(|| short("application/json")),
+        )
+        .with_timestamp(
+            message
+                .properties
+                .timestamp()
+                .unwrap_or_else(|| chrono::Utc::now().timestamp() as u64),
+        );
+    if !message.event_type.is_empty() {
+        properties = properties.with_type(short(&message.event_type));
+    }
+    let span_fields = (
+        message.event_id.as_str(),
+        message.event_type.as_str(),
+        message.connection_id.as_deref().unwrap_or(""),
+    );
+    match failure.disposition {
+        Disposition::Retry => {
+            let delays = &ctx.config.retry_delays;
+            let index = usize::try_from(attempt - 1)
+                .unwrap_or(0)
+                .min(delays.len() - 1);
+            let delay = delays[index];
+            // The queue's TTL is the ceiling; each message leaves a little
+            // earlier so a burst of retries comes back spread out.
+            let jitter = rand::rng().random_range(0.0..=ctx.config.retry_jitter);
+            let expiration = (delay.as_millis() as f64 * (1.0 - jitter)).max(1.0) as u64;
+            let properties = properties
+                .with_headers(headers)
+                .with_expiration(short(&expiration.to_string()));
+            let published = ctx
+                .broker
+                .publish(
+                    "",
+                    &retry_queue_name(delay),
+                    &message.body,
+                    properties,
+                    true,
+                )
+                .await;
+            if let Err(error) = published {
+                tracing::warn!(%error, event_id = span_fields.0, "could not schedule a retry; requeueing");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return requeue(&message).await;
+            }
+            record(ctx, &message, attempt, &failure, None).await;
+            ctx.metrics.retries.inc();
+            ctx.metrics.count_event(message.label(), "retried");
+            tracing::warn!(
+                event_id = span_fields.0,
+                event_type = span_fields.1,
+                connection_id = span_fields.2,
+                attempt,
+                retry_in_ms = expiration,
+                http_status = failure.http_status,
+                finch_code = failure.finch_code.as_deref().unwrap_or(""),
+                finch_request_id = failure.request_id.as_deref().unwrap_or(""),
+                error = %failure.error,
+                "event will be retried"
+            );
+        }
+        Disposition::DeadLetter(reason) => {
+            let properties = properties.with_headers(headers);
+            let published = ctx
+                .broker
+                .publish(
+                    DEAD_LETTER_EXCHANGE,
+                    reason,
+                    &message.body,
+                    properties,
+                    true,
+                )
+                .await;
+            if let Err(error) = published {
+                tracing::warn!(%error, event_id = span_fields.0, "could not dead-letter; requeueing");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return requeue(&message).await;
+            }
+            record(ctx, &message, attempt, &failure, Some(reason)).await;
+            ctx.metrics
+                .dead_letters
+                .get_or_create(&super::metrics::ReasonLabel { reason })
+                .inc();
+            ctx.metrics.count_event(message.label(), "dead_lettered");
+            tracing::error!(
+                event_id = span_fields.0,
+                event_type = span_fields.1,
+                connection_id = span_fields.2,
+                reason,
+                attempt,
+                http_status = failure.http_status,
+                finch_code = failure.finch_code.as_deref().unwrap_or(""),
+                finch_request_id = failure.request_id.as_deref().unwrap_or(""),
+                error = %failure.error,
+                "event dead-lettered"
+            );
+        }
+    }
+    if let Err(error) = message.acker.ack(BasicAckOptions::default()).await {
+        tracing::warn!(%error, event_id = span_fields.0, "ack failed; the event will be redelivered");
+    }
+}
+
+async fn record(
+    ctx: &Context,
+    message: &Message,
+    attempt: i64,
+    failure: &Failure,
+    reason: Option<&str>,
+) {
+    let attempts = i32::try_from(attempt).unwrap_or(i32::MAX);
+    let result = match reason {
+        Some(reason) => {
+            sqlx::query(
+                "UPDATE webhook_events SET dead_lettered_at = now(), dead_letter_reason = $2,
+                     attempts = $3, last_error = $4
+                 WHERE event_id = $1",
+            )
+            .bind(&message.event_id)
+            .bind(reason)
+            .bind(attempts)
+            .bind(&failure.error)
+            .execute(&ctx.pool)
+            .await
+        }
+        None => {
+            sqlx::query(
+                "UPDATE webhook_events SET attempts = $2, last_error = $3 WHERE event_id = $1",
+            )
+            .bind(&message.event_id)
+            .bind(attempts)
+            .bind(&failure.error)
+            .execute(&ctx.pool)
+            .await
+        }
+    };
+    if let Err(error) = result {
+        // The broker already holds the retry or dead letter, which is what counts.
+        tracing::warn!(%error, event_id = %message.event_id, "could not record the failure on webhook_events");
+    }
+}
+
+fn long(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+/// The contract's headers: the incoming ones (`traceparent` and others)
+/// with ours replaced. Broker bookkeeping (`x-*`) is dropped.
+pub fn failure_headers(
+    message: &Message,
+    attempt: i64,
+    failure: &Failure,
+    history: &[String],
+) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in message.incoming_headers().inner() {
+        let name = key.as_str();
+        let ours = [
+            header::DEAD_LETTER_REASON,
+            header::DEAD_LETTERED_AT,
+            header::HTTP_STATUS,
+            header::FINCH_CODE,
+            header::FINCH_REQUEST_ID,
+        ];
+        if name.starts_with("x-") || ours.contains(&name) {
+            continue;
+        }
+        table.insert(key.clone(), value.clone());
+    }
+    if let Some(connection_id) = &message.connection_id {
+        table.insert(short(header::CONNECTION_ID), long(connection_id));
+    }
+    table.insert(short(header::ATTEMPTS), AMQPValue::LongLongInt(attempt));
+    table.insert(
+        short(header::REPLAY_COUNT),
+        AMQPValue::LongLongInt(message.replay_count),
+    );
+    table.insert(short(header::LAST_ERROR), long(&failure.error));
+    let history: Vec<AMQPValue> = history.iter().map(|entry| long(entry)).collect();
+    table.insert(
+        short(header::ERROR_HISTORY),
+        AMQPValue::FieldArray(FieldArray::from(history)),
+    );
+    if let Some(status) = failure.http_status {
+        table.insert(
+            short(header::HTTP_STATUS),
+            AMQPValue::LongLongInt(i64::from(status)),
+        );
+    }
+    if let Some(code) = &failure.finch_code {
+        table.insert(short(header::FINCH_CODE), long(code));
+    }
+    if let Some(id) = &failure.request_id {
+        table.insert(short(header::FINCH_REQUEST_ID), long(id));
+    }
+    if let Disposition::DeadLetter(reason) = failure.disposition {
+        table.insert(short(header::DEAD_LETTER_REASON), long(reason));
+        table.insert(
+            short(header::DEAD_LETTERED_AT),
+            long(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+    }
+    table
+}

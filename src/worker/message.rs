@@ -1,0 +1,524 @@
+//! One work-queue message on its way through the worker: what it says, the
+//! work it is waiting for, and how that work went.
+//!
+//! A message may wait on several pieces of work (a full sync is a dozen
+//! requests; a pay-statement event waits on its payment's batch). Each piece
+//! that finishes settles once; when none is outstanding the message goes to
+//! the finalizer, which acknowledges, retries or dead-letters it.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::Acker;
+use lapin::BasicProperties;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::finch::{ErrorClass, FinchError};
+
+/// Dead-letter reasons (also the DLX routing keys).
+pub mod reasons {
+    pub const UNKNOWN_CONNECTION: &str = "unknown_connection";
+    pub const REAUTHENTICATE_USER: &str = "reauthenticate_user";
+    pub const FINCH_CLIENT_ERROR: &str = "finch_client_error";
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    pub const UNPARSEABLE: &str = "unparseable";
+}
+
+/// Header names of the dead-letter and retry contract.
+pub mod header {
+    pub const CONNECTION_ID: &str = "connection_id";
+    pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
+    pub const DEAD_LETTERED_AT: &str = "dead_lettered_at";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const HTTP_STATUS: &str = "http_status";
+    pub const FINCH_CODE: &str = "finch_code";
+    pub const FINCH_REQUEST_ID: &str = "finch_request_id";
+    pub const LAST_ERROR: &str = "last_error";
+    pub const ERROR_HISTORY: &str = "error_history";
+    pub const REPLAY_COUNT: &str = "replay_count";
+    pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// Event type of the synthetic message `connections resync` and `connections
+/// add` publish to ask for a full sync.
+pub const RESYNC_EVENT_TYPE: &str = "finch_webhooks.resync";
+
+/// Most entries kept in `error_history`.
+pub const ERROR_HISTORY_CAP: usize = 20;
+
+/// What an event asks the worker to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    AccountUpdated {
+        status: Option<String>,
+    },
+    FullSync,
+    Job {
+        job_id: String,
+        manual: bool,
+        kind: String,
+    },
+    Company,
+    Directory,
+    Individual {
+        individual_id: String,
+    },
+    Employment {
+        individual_id: String,
+    },
+    Payment {
+        pay_date: Option<NaiveDate>,
+    },
+    PayStatement {
+        payment_id: String,
+    },
+    /// `test` and types we do not know: recorded and acknowledged.
+    Record,
+}
+
+impl Action {
+    /// Metrics label: bounded, whatever types Finch invents.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::AccountUpdated { .. } => "account",
+            Action::FullSync => "resync",
+            Action::Job { .. } => "job",
+            Action::Company => "company",
+            Action::Directory => "directory",
+            Action::Individual { .. } => "individual",
+            Action::Employment { .. } => "employment",
+            Action::Payment { .. } => "payment",
+            Action::PayStatement { .. } => "pay_statement",
+            Action::Record => "other",
+        }
+    }
+
+    pub fn needs_connection(&self) -> bool {
+        !matches!(self, Action::Record)
+    }
+}
+
+/// Decides what an event means. `Err` names what is missing for a known
+/// type; unknown types are never an error.
+pub fn classify(event_type: &str, body: &Value) -> Result<Action, String> {
+    let data = body.get("data").unwrap_or(&Value::Null);
+    let text = |key: &str| {
+        data.get(key)
+            .and_then(Value::as_str)
+            .filter(|value| !value.is_empty())
+            .map(str::to_owned)
+    };
+    let required = |key: &str| text(key).ok_or_else(|| format!("{event_type} without data.{key}"));
+    if event_type == RESYNC_EVENT_TYPE {
+        return Ok(Action::FullSync);
+    }
+    if event_type == "account.updated" {
+        return Ok(Action::AccountUpdated {
+            status: text("status"),
+        });
+    }
+    if let Some(rest) = event_type.strip_prefix("job.") {
+        let kind = rest.split('.').next().unwrap_or_default().to_owned();
+        let automated_sync = kind == "data_sync_all" || kind.starts_with("initial_data_sync");
+        let manual = kind.starts_with("benefit_");
+        if automated_sync || manual {
+            return Ok(Action::Job {
+                job_id: required("job_id")?,
+                manual,
+                kind,
+            });
+        }
+        return Ok(Action::Record);
+    }
+    let Some((resource, _change)) = event_type.split_once('.') else {
+        return Ok(Action::Record);
+    };
+    Ok(match resource {
+        "company" => Action::Company,
+        "directory" => Action::Directory,
+        "individual" => Action::Individual {
+            individual_id: required("individual_id")?,
+        },
+        "employment" => Action::Employment {
+            individual_id: required("individual_id")?,
+        },
+        "payment" => Action::Payment {
+            pay_date: text("pay_date").as_deref().and_then(parse_pay_date),
+        },
+        "pay_statement" => Action::PayStatement {
+            payment_id: required("payment_id")?,
+        },
+        _ => Action::Record,
+    })
+}
+
+/// Finch's examples show `10-23-2023`; the API itself uses ISO dates.
+fn parse_pay_date(text: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .or_else(|_| NaiveDate::parse_from_str(text, "%m-%d-%Y"))
+        .ok()
+}
+
+/// Why a piece of work did not succeed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub disposition: Disposition,
+    pub error: String,
+    pub http_status: Option<u16>,
+    pub finch_code: Option<String>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Retry,
+    DeadLetter(&'static str),
+}
+
+impl Failure {
+    pub fn retry(error: impl Into<String>) -> Self {
+        Self::plain(Disposition::Retry, error)
+    }
+
+    pub fn dead_letter(reason: &'static str, error: impl Into<String>) -> Self {
+        Self::plain(Disposition::DeadLetter(reason), error)
+    }
+
+    fn plain(disposition: Disposition, error: impl Into<String>) -> Self {
+        Self {
+            disposition,
+            error: error.into(),
+            http_status: None,
+            finch_code: None,
+            request_id: None,
+        }
+    }
+
+    pub fn from_finch(error: &FinchError) -> Self {
+        let disposition = match error.class() {
+            ErrorClass::Retry => Disposition::Retry,
+            ErrorClass::Reauthenticate => Disposition::DeadLetter(reasons::REAUTHENTICATE_USER),
+            ErrorClass::Client => Disposition::DeadLetter(reasons::FINCH_CLIENT_ERROR),
+        };
+        Self {
+            disposition,
+            error: error.to_string(),
+            http_status: error.status(),
+            finch_code: error.finch_code().map(str::to_owned),
+            request_id: error.request_id().map(str::to_owned),
+        }
+    }
+}
+
+/// What became of a message, once all its work is settled.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Done { note: Option<String> },
+    Failed(Failure),
+}
+
+struct State {
+    outstanding: usize,
+    failure: Option<Failure>,
+    note: Option<String>,
+    sent: bool,
+}
+
+pub struct Message {
+    pub event_id: String,
+    pub event_type: String,
+    pub connection_id: Option<String>,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+    /// Failed processing attempts before this delivery (our `attempts` header).
+    pub previous_attempts: i64,
+    pub error_history: Vec<String>,
+    pub replay_count: i64,
+    label: OnceLock<&'static str>,
+    pub received_at: Instant,
+    pub acker: Acker,
+    state: Mutex<State>,
+    finalizer: mpsc::UnboundedSender<Arc<Message>>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No body: it may name employees.
+        f.debug_struct("Message")
+            .field("event_id", &self.event_id)
+            .field("event_type", &self.event_type)
+            .field("connection_id", &self.connection_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of a delivery the worker needs, before any decision.
+pub struct Parsed {
+    pub event_id: String,
+    pub event_type: String,
+    pub connection_id: Option<String>,
+    pub body: Option<Value>,
+}
+
+impl Message {
+    /// Reads a delivery. The message starts with one outstanding settlement
+    /// (the intake's own), so work attached while it is being routed cannot
+    /// finish it early.
+    pub fn from_delivery(
+        delivery: lapin::message::Delivery,
+        finalizer: mpsc::UnboundedSender<Arc<Message>>,
+    ) -> (Arc<Self>, Parsed) {
+        let properties = delivery.properties.clone();
+        let headers = properties.headers().clone().unwrap_or_default();
+        let body: Option<Value> = serde_json::from_slice(&delivery.data).ok();
+        let event_type = properties
+            .kind()
+            .as_ref()
+            .map(|kind| kind.as_str().to_owned())
+            .filter(|kind| !kind.is_empty())
+            .or_else(|| {
+                body.as_ref()
+                    .and_then(|b| b.get("event_type"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        let connection_id = header_string(&headers, header::CONNECTION_ID).or_else(|| {
+            body.as_ref()
+                .and_then(|b| b.get("connection_id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        let event_id = properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_default();
+        let message = Arc::new(Self {
+            event_id: event_id.clone(),
+            event_type: event_type.clone(),
+            connection_id: connection_id.clone(),
+            previous_attempts: header_i64(&headers, header::ATTEMPTS).unwrap_or(0).max(0),
+            error_history: header_strings(&headers, header::ERROR_HISTORY),
+            replay_count: header_i64(&headers, header::REPLAY_COUNT).unwrap_or(0),
+            body: delivery.data,
+            properties,
+            label: OnceLock::new(),
+            received_at: Instant::now(),
+            acker: delivery.acker,
+            state: Mutex::new(State {
+                outstanding: 1,
+                failure: None,
+                note: None,
+                sent: false,
+            }),
+            finalizer,
+        });
+        let parsed = Parsed {
+            event_id,
+            event_type,
+            connection_id,
+            body,
+        };
+        (message, parsed)
+    }
+
+    /// Sets the metrics label once the action is known.
+    pub fn set_label(&self, label: &'static str) {
+        self.label.set(label).ok();
+    }
+
+    pub fn label(&self) -> &'static str {
+        self.label.get().copied().unwrap_or("other")
+    }
+
+    /// This delivery's attempt number.
+    pub fn attempt(&self) -> i64 {
+        self.previous_attempts + 1
+    }
+
+    /// Declares `count` more pieces of work this message waits for.
+    pub fn attach(&self, count: usize) {
+        self.state.lock().expect("message lock").outstanding += count;
+    }
+
+    /// Adds a remark for `webhook_events.last_error` on success (a skip).
+    pub fn note(&self, note: impl Into<String>) {
+        self.state.lock().expect("message lock").note = Some(note.into());
+    }
+
+    /// Records how one piece of work went; the last one hands the message
+    /// to the finalizer. A dead-letter outcome outranks a retry.
+    pub fn settle(self: &Arc<Self>, outcome: Result<(), Failure>) {
+        let finished = {
+            let mut state = self.state.lock().expect("message lock");
+            if let Err(failure) = outcome {
+                let replace = match (&state.failure, failure.disposition) {
+                    (None, _) => true,
+                    (Some(current), Disposition::DeadLetter(_)) => {
+                        current.disposition == Disposition::Retry
+                    }
+                    (Some(_), Disposition::Retry) => false,
+                };
+                if replace {
+                    state.failure = Some(failure);
+                }
+            }
+            state.outstanding = state.outstanding.saturating_sub(1);
+            if state.outstanding == 0 && !state.sent {
+                state.sent = true;
+                true
+            } else {
+                false
+            }
+        };
+        if finished {
+            // A closed finalizer means shutdown: the unacknowledged message
+            // returns to the queue when the channel closes.
+            self.finalizer.send(self.clone()).ok();
+        }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        let state = self.state.lock().expect("message lock");
+        match &state.failure {
+            Some(failure) => Verdict::Failed(failure.clone()),
+            None => Verdict::Done {
+                note: state.note.clone(),
+            },
+        }
+    }
+
+    pub fn incoming_headers(&self) -> FieldTable {
+        self.properties.headers().clone().unwrap_or_default()
+    }
+}
+
+pub fn header_string(table: &FieldTable, key: &str) -> Option<String> {
+    match table.inner().get(key)? {
+        AMQPValue::LongString(value) => {
+            Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+        }
+        AMQPValue::ShortString(value) => Some(value.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+pub fn header_i64(table: &FieldTable, key: &str) -> Option<i64> {
+    match table.inner().get(key)? {
+        AMQPValue::LongLongInt(v) => Some(*v),
+        AMQPValue::LongInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongString(v) => String::from_utf8_lossy(v.as_bytes()).parse().ok(),
+        _ => None,
+    }
+}
+
+pub fn header_strings(table: &FieldTable, key: &str) -> Vec<String> {
+    match table.inner().get(key) {
+        Some(AMQPValue::FieldArray(values)) => values
+            .as_slice()
+            .iter()
+            .filter_map(|value| match value {
+                AMQPValue::LongString(v) => {
+                    Some(String::from_utf8_lossy(v.as_bytes()).into_owned())
+                }
+                AMQPValue::ShortString(v) => Some(v.as_str().to_owned()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub fn short(value: &str) -> ShortString {
+    ShortString::from(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(data: Value) -> Value {
+        json!({ "connection_id": "c", "data": data })
+    }
+
+    #[test]
+    fn every_row_of_the_table_is_classified() {
+        let cases = [
+            ("account.updated", json!({"status": "connected"}), "account"),
+            ("job.data_sync_all.completed", json!({"job_id": "j"}), "job"),
+            (
+                "job.initial_data_sync_payroll.succeeded",
+                json!({"job_id": "j"}),
+                "job",
+            ),
+            (
+                "job.benefit_enroll.completed",
+                json!({"job_id": "j"}),
+                "job",
+            ),
+            ("company.updated", Value::Null, "company"),
+            (
+                "directory.created",
+                json!({"individual_id": "i"}),
+                "directory",
+            ),
+            (
+                "individual.deleted",
+                json!({"individual_id": "i"}),
+                "individual",
+            ),
+            (
+                "employment.updated",
+                json!({"individual_id": "i"}),
+                "employment",
+            ),
+            (
+                "payment.created",
+                json!({"payment_id": "p", "pay_date": "10-23-2023"}),
+                "payment",
+            ),
+            (
+                "pay_statement.created",
+                json!({"payment_id": "p", "individual_id": "i"}),
+                "pay_statement",
+            ),
+            ("test", Value::Null, "other"),
+            ("brand_new.thing", Value::Null, "other"),
+            (
+                "job.w4_form_employee_sync.completed",
+                json!({"job_id": "j"}),
+                "other",
+            ),
+        ];
+        for (event_type, data, label) in cases {
+            let action = classify(event_type, &body(data)).unwrap();
+            assert_eq!(action.label(), label, "{event_type}");
+        }
+    }
+
+    #[test]
+    fn pay_dates_in_both_formats_parse() {
+        let expected = NaiveDate::from_ymd_opt(2023, 10, 23);
+        assert_eq!(parse_pay_date("10-23-2023"), expected);
+        assert_eq!(parse_pay_date("2023-10-23"), expected);
+        let action = classify("payment.created", &body(json!({"pay_date": "2023-10-23"}))).unwrap();
+        assert_eq!(action, Action::Payment { pay_date: expected });
+    }
+
+    #[test]
+    fn known_types_missing_their_ids_are_errors() {
+        assert!(classify("individual.updated", &body(json!({}))).is_err());
+        assert!(classify("pay_statement.created", &body(Value::Null)).is_err());
+        assert!(classify("job.data_sync_all.completed", &body(json!({}))).is_err());
+    }
+}
