@@ -70,18 +70,21 @@ impl RateBudget {
     pub async fn try_acquire(&self, product: Product) -> Result<Grant, StoreError> {
         let window_secs = self.window.as_secs_f64();
         let mut tx = self.pool.begin().await?;
-        let row: Option<(Option<DateTime<Utc>>, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT blocked_until, clock_timestamp() FROM finch_rate_limits
-             WHERE product = $1 FOR UPDATE",
+        let row: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+            "SELECT blocked_until FROM finch_rate_limits WHERE product = $1 FOR UPDATE",
         )
         .bind(product.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((blocked_until, now)) = row else {
+        let Some(blocked_until) = row else {
             drop(tx);
             self.prepare().await?;
             return Ok(Grant::Wait(Duration::ZERO));
         };
+        // Read once the lock is held: waiting for it may have taken a while.
+        let now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(&mut *tx)
+            .await?;
         if let Some(until) = blocked_until.filter(|until| *until > now) {
             return Ok(Grant::Wait(until_duration(now, until)));
         }
