@@ -1,6 +1,7 @@
 //! One integration test binary: every test talks to real Postgres and
 //! RabbitMQ, each in its own database and vhost.
 
+mod cli;
 mod helpers;
 mod ingress;
 mod worker;

@@ -1,0 +1,77 @@
+# syntax=docker/dockerfile:1.7
+#
+# One image for every role: the command picks it.
+#   docker run IMAGE                      -> serve (the default CMD)
+#   docker run IMAGE worker | migrate | emulator --listen 0.0.0.0:4010 | ...
+#
+# Build:  docker build -t finch-webhooks .
+#
+# Dependency caching uses cargo-chef: `cargo chef prepare` reduces the crate to
+# a recipe (manifests and lock file only), and `cargo chef cook` compiles every
+# dependency from that recipe in its own layer. That layer is rebuilt only when
+# Cargo.toml or Cargo.lock change, so an edit under src/ recompiles just this
+# crate. cargo-chef was preferred over a hand-written dummy main.rs because the
+# crate has both a library and a binary target; stubbing both and fighting
+# cargo's mtime-based fingerprints is exactly what cargo-chef automates.
+
+ARG RUST_VERSION=1.95
+# Builder and runtime share a Debian release so the binary's glibc matches.
+ARG DEBIAN_RELEASE=bookworm
+
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef
+ARG CARGO_CHEF_VERSION=0.1.78
+RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}" \
+    && rm -rf "${CARGO_HOME}/registry"
+WORKDIR /build
+
+FROM chef AS planner
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+COPY --from=planner /build/recipe.json recipe.json
+# The registry cache mount only saves downloads when the recipe changes; the
+# compiled dependencies themselves live in this layer.
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    cargo chef cook --release --locked --recipe-path recipe.json
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+# Both are compiled into the binary (sqlx::migrate! and include_str!), so the
+# runtime image needs neither.
+COPY migrations ./migrations
+COPY config ./config
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    cargo build --release --locked --bin finch-webhooks \
+    && install -D -m 0755 target/release/finch-webhooks /out/finch-webhooks
+
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+# ca-certificates: Finch's API and any amqps:// broker are verified against
+# the system trust store (rustls-platform-verifier). Versions are left to the
+# Debian release so a rebuild picks up security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 finch \
+    && useradd --system --uid 10001 --gid finch --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin finch
+COPY --from=builder /out/finch-webhooks /usr/local/bin/finch-webhooks
+
+# Numeric so that Kubernetes' runAsNonRoot can verify it without /etc/passwd.
+USER 10001:10001
+
+ENV LOG_FORMAT=json \
+    LISTEN_ADDR=0.0.0.0:8080 \
+    WORKER_LISTEN_ADDR=0.0.0.0:9091
+
+# 8080 ingress, 9091 worker health/metrics, 4010 emulator.
+EXPOSE 8080 9091 4010
+
+# Probes the ingress port. Other roles override it: the worker probes
+# http://127.0.0.1:9091/healthz, one-shot roles disable it.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["finch-webhooks", "health"]
+
+ENTRYPOINT ["finch-webhooks"]
+CMD ["serve"]
