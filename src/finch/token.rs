@@ -121,7 +121,10 @@ mod tests {
             other.decrypt(key(1).id(), &stored),
             Err(TokenError::UnknownKey(_))
         ));
-        assert_eq!(other.decrypt(other.id(), &stored).err(), Some(TokenError::Corrupt));
+        assert_eq!(
+            other.decrypt(other.id(), &stored).err(),
+            Some(TokenError::Corrupt)
+        );
         let mut tampered = stored.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(

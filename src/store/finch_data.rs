@@ -378,7 +378,8 @@ pub async fn queue_notifications(
         return Ok(Vec::new());
     }
     let synced_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut grouped: Vec<((Resource, ChangeKind), Vec<&Vec<String>>)> = Vec::new();
+    type Group<'a> = ((Resource, ChangeKind), Vec<&'a Vec<String>>);
+    let mut grouped: Vec<Group<'_>> = Vec::new();
     for (resource, kind, ids) in &changes.entries {
         match grouped
             .iter_mut()

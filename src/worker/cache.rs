@@ -10,11 +10,14 @@ use sqlx::PgPool;
 use crate::finch::token::TokenKey;
 use crate::store::connections::{self, Connection, ConnectionError};
 
+/// When a row was read, and the row (`None`: no such connection).
+type Entry = (Instant, Option<Arc<Connection>>);
+
 pub struct ConnectionCache {
     pool: PgPool,
     key: TokenKey,
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Option<Arc<Connection>>)>>,
+    entries: Mutex<HashMap<String, Entry>>,
 }
 
 impl ConnectionCache {

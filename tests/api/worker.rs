@@ -10,7 +10,9 @@ use finch_webhooks::config::Settings;
 use finch_webhooks::finch::Product;
 use finch_webhooks::queue::{DEAD_LETTER_QUEUE, WORK_QUEUE};
 use finch_webhooks::store::budget::{Grant, RateBudget};
-use finch_webhooks::store::finch_data::{self, Changes, ChangeKind, Freshness, Item, Resource, Scope};
+use finch_webhooks::store::finch_data::{
+    self, ChangeKind, Changes, Freshness, Item, Resource, Scope,
+};
 use finch_webhooks::worker::Application;
 use lapin::types::AMQPValue;
 use serde_json::json;
@@ -18,7 +20,7 @@ use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::helpers::{eventually, event_body, queue_len, take_all, unique, TestEnv, TestIngress};
+use crate::helpers::{event_body, eventually, queue_len, take_all, unique, TestEnv, TestIngress};
 
 pub const TOKEN_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -60,7 +62,9 @@ impl TestWorker {
             stop.send(()).ok();
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("worker task").expect("worker stops cleanly");
+            task.await
+                .expect("worker task")
+                .expect("worker stops cleanly");
         }
     }
 
@@ -80,7 +84,10 @@ impl Drop for TestWorker {
     }
 }
 
-pub fn header<'a>(message: &'a lapin::message::BasicGetMessage, key: &str) -> Option<&'a AMQPValue> {
+pub fn header<'a>(
+    message: &'a lapin::message::BasicGetMessage,
+    key: &str,
+) -> Option<&'a AMQPValue> {
     message
         .delivery
         .properties
@@ -91,7 +98,9 @@ pub fn header<'a>(message: &'a lapin::message::BasicGetMessage, key: &str) -> Op
 
 pub fn header_text(message: &lapin::message::BasicGetMessage, key: &str) -> Option<String> {
     match header(message, key)? {
-        AMQPValue::LongString(value) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        AMQPValue::LongString(value) => {
+            Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+        }
         _ => None,
     }
 }
@@ -118,23 +127,40 @@ async fn an_event_for_an_unknown_connection_is_dead_lettered_with_the_contract_h
         .deliver(&event_id, &event_body("individual.updated", "conn_nobody"))
         .await;
     assert!(response.status().is_success());
-    eventually(Duration::from_secs(20), "the event is dead-lettered", || async {
-        queue_len(&amqp, DEAD_LETTER_QUEUE).await == 1
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the event is dead-lettered",
+        || async { queue_len(&amqp, DEAD_LETTER_QUEUE).await == 1 },
+    )
     .await;
     let messages = take_all(&amqp, DEAD_LETTER_QUEUE).await;
     let message = &messages[0];
     let properties = &message.delivery.properties;
     assert_eq!(message.delivery.routing_key.as_str(), "unknown_connection");
     assert_eq!(properties.message_id().as_ref().unwrap().as_str(), event_id);
-    assert_eq!(properties.kind().as_ref().unwrap().as_str(), "individual.updated");
+    assert_eq!(
+        properties.kind().as_ref().unwrap().as_str(),
+        "individual.updated"
+    );
     assert!(properties.timestamp().is_some());
-    assert_eq!(header_text(message, "dead_letter_reason").as_deref(), Some("unknown_connection"));
-    assert_eq!(header_text(message, "connection_id").as_deref(), Some("conn_nobody"));
+    assert_eq!(
+        header_text(message, "dead_letter_reason").as_deref(),
+        Some("unknown_connection")
+    );
+    assert_eq!(
+        header_text(message, "connection_id").as_deref(),
+        Some("conn_nobody")
+    );
     assert!(header_text(message, "dead_lettered_at").is_some());
     assert!(header_text(message, "last_error").is_some());
-    assert!(matches!(header(message, "attempts"), Some(AMQPValue::LongLongInt(1))));
-    assert!(matches!(header(message, "replay_count"), Some(AMQPValue::LongLongInt(0))));
+    assert!(matches!(
+        header(message, "attempts"),
+        Some(AMQPValue::LongLongInt(1))
+    ));
+    assert!(matches!(
+        header(message, "replay_count"),
+        Some(AMQPValue::LongLongInt(0))
+    ));
     match header(message, "error_history") {
         Some(AMQPValue::FieldArray(history)) => assert_eq!(history.as_slice().len(), 1),
         other => panic!("error_history: {other:?}"),
@@ -159,14 +185,18 @@ async fn test_and_unknown_event_types_are_recorded_and_acknowledged() {
     let ingress = TestIngress::start(&env, &[]).await;
     let worker = TestWorker::start(worker_settings(&env, "http://127.0.0.1:9", &[])).await;
     let ids = [unique("evt"), unique("evt")];
-    ingress.deliver(&ids[0], &event_body("test", "conn_x")).await;
+    ingress
+        .deliver(&ids[0], &event_body("test", "conn_x"))
+        .await;
     ingress
         .deliver(&ids[1], &event_body("hologram.materialized", "conn_x"))
         .await;
     for id in &ids {
-        eventually(Duration::from_secs(20), "the event is processed", || async {
-            event_state(&ingress.pool, id).await.0
-        })
+        eventually(
+            Duration::from_secs(20),
+            "the event is processed",
+            || async { event_state(&ingress.pool, id).await.0 },
+        )
         .await;
     }
     assert_eq!(queue_len(&amqp, DEAD_LETTER_QUEUE).await, 0);
@@ -216,9 +246,15 @@ async fn the_rate_budget_is_shared_by_every_holder_and_slides() {
     assert_eq!(granted, 5, "exactly the limit, across all holders");
     assert!(waits.iter().all(|w| *w <= Duration::from_millis(1500)));
     // Another product has its own budget.
-    assert_eq!(budgets[1].try_acquire(Product::Payment).await.unwrap(), Grant::Granted);
+    assert_eq!(
+        budgets[1].try_acquire(Product::Payment).await.unwrap(),
+        Grant::Granted
+    );
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    assert_eq!(budgets[2].try_acquire(Product::Individual).await.unwrap(), Grant::Granted);
+    assert_eq!(
+        budgets[2].try_acquire(Product::Individual).await.unwrap(),
+        Grant::Granted
+    );
     // A 429 stops the product for everyone.
     budgets[0].pause(Product::Company, None).await.unwrap();
     assert!(matches!(
@@ -241,7 +277,10 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
                 &mut tx,
                 Resource::Individual,
                 "conn",
-                &[Item { ids: vec!["ind".into()], data }],
+                &[Item {
+                    ids: vec!["ind".into()],
+                    data,
+                }],
                 Freshness {
                     data_retrieved_at: Some(at(retrieved)),
                     fetched_at: at(fetched),
@@ -260,7 +299,10 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
     let (changes, notifications) = write(json!({"v": 1}), 10, 11).await;
     assert_eq!(changes.count(ChangeKind::Created), 1);
     assert_eq!(notifications[0].routing_key, "individual.created");
-    assert_eq!(notifications[0].body["ids"], json!([{"individual_id": "ind"}]));
+    assert_eq!(
+        notifications[0].body["ids"],
+        json!([{"individual_id": "ind"}])
+    );
     let (changes, _) = write(json!({"v": 1}), 20, 21).await;
     assert!(changes.is_empty(), "same data is not a change");
     let (changes, _) = write(json!({"v": 0}), 5, 30).await;
@@ -282,12 +324,30 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
         fetched_at: at(50),
     };
     let gone = Scope::Exactly(vec![vec!["ind".into()]]);
-    finch_data::mark_deleted(&mut tx, Resource::Individual, "conn", &gone, fresh, &mut changes)
-        .await
-        .unwrap();
-    finch_data::mark_deleted(&mut tx, Resource::Individual, "conn", &gone, fresh, &mut changes)
-        .await
-        .unwrap();
+    finch_data::mark_deleted(
+        &mut tx,
+        Resource::Individual,
+        "conn",
+        &gone,
+        fresh,
+        &mut changes,
+    )
+    .await
+    .unwrap();
+    finch_data::mark_deleted(
+        &mut tx,
+        Resource::Individual,
+        "conn",
+        &gone,
+        fresh,
+        &mut changes,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(changes.count(ChangeKind::Deleted), 1, "deleting twice announces once");
+    assert_eq!(
+        changes.count(ChangeKind::Deleted),
+        1,
+        "deleting twice announces once"
+    );
 }
