@@ -73,8 +73,12 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
             .map(|secret| secret.expose_secret().to_owned())
             .context("give --secret or set FINCH_WEBHOOK_SECRET to the secret the ingress uses")?,
     };
-    let secret = WebhookSecret::parse_list(&secret_text).context("the signing secret is not valid base64")?;
-    let secret = vec![secret.into_iter().next().expect("parse_list returns at least one")];
+    let secret = WebhookSecret::parse_list(&secret_text)
+        .context("the signing secret is not valid base64")?;
+    let secret = vec![secret
+        .into_iter()
+        .next()
+        .expect("parse_list returns at least one")];
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let prefix = format!("msg_bench_{}_", &run_id[..12]);
 
@@ -91,7 +95,12 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
         latencies: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
     });
     let send = {
-        let (client, url, prefix, secret) = (client.clone(), args.url.clone(), prefix.clone(), Arc::new(secret));
+        let (client, url, prefix, secret) = (
+            client.clone(),
+            args.url.clone(),
+            prefix.clone(),
+            Arc::new(secret),
+        );
         move |index: u64| {
             let (client, url, secret) = (client.clone(), url.clone(), secret.clone());
             let event_id = format!("{prefix}{index}");
@@ -172,7 +181,11 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
     let failed = tally.failed.load(Ordering::Relaxed);
     let latencies = tally.latencies.lock().await;
     let ms = |micros: u64| micros as f64 / 1000.0;
-    println!("throughput: {:.0} events/s over {:.2} s", args.events as f64 / elapsed.as_secs_f64(), elapsed.as_secs_f64());
+    println!(
+        "throughput: {:.0} events/s over {:.2} s",
+        args.events as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
     println!(
         "latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         ms(latencies.value_at_quantile(0.50)),
@@ -183,10 +196,12 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
     // Publishing follows the 200; give the outbox time to finish.
     let deadline = Instant::now() + args.settle;
     let rows = loop {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE starts_with(event_id, $1)")
-            .bind(&prefix)
-            .fetch_one(&pool)
-            .await?;
+        let rows: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_events WHERE starts_with(event_id, $1)",
+        )
+        .bind(&prefix)
+        .fetch_one(&pool)
+        .await?;
         let messages = counted.load(Ordering::Relaxed);
         if messages >= rows as u64 || Instant::now() > deadline {
             break rows;
@@ -201,7 +216,11 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
         ok,
         rows,
         messages,
-        if balanced { "balanced" } else { "VOID: the run does not balance" }
+        if balanced {
+            "balanced"
+        } else {
+            "VOID: the run does not balance"
+        }
     );
     sqlx::query("DELETE FROM webhook_events WHERE starts_with(event_id, $1)")
         .bind(&prefix)
@@ -209,13 +228,19 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
         .await
         .ok();
     amqp.close(200, "bench done".into()).await.ok();
-    anyhow::ensure!(balanced, "benchmark run does not balance; its figures are void");
+    anyhow::ensure!(
+        balanced,
+        "benchmark run does not balance; its figures are void"
+    );
     Ok(())
 }
 
 /// Binds a private queue to the events exchange and counts this run's
 /// messages as they arrive, so a running worker cannot skew the count.
-async fn count_messages(amqp: &lapin::Connection, prefix: String) -> anyhow::Result<Arc<AtomicU64>> {
+async fn count_messages(
+    amqp: &lapin::Connection,
+    prefix: String,
+) -> anyhow::Result<Arc<AtomicU64>> {
     let channel = amqp.create_channel().await?;
     let queue = channel
         .queue_declare(
@@ -238,7 +263,12 @@ async fn count_messages(amqp: &lapin::Connection, prefix: String) -> anyhow::Res
         )
         .await?;
     let mut consumer = channel
-        .basic_consume(queue.name().clone(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.name().clone(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let counted = Arc::new(AtomicU64::new(0));
     tokio::spawn({

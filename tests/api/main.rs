@@ -4,3 +4,4 @@
 mod cli;
 mod helpers;
 mod ingress;
+mod traces;
