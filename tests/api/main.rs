@@ -1,0 +1,2 @@
+mod emulator;
+mod sdk_conformance;
