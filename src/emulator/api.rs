@@ -59,7 +59,10 @@ pub fn router(shared: AppState) -> Router {
         .route("/_emulator/test-webhook", post(management::test_webhook))
         .fallback(not_found)
         .layer(middleware::from_fn(require_api_version))
-        .layer(middleware::from_fn_with_state(shared.clone(), count_and_tag))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            count_and_tag,
+        ))
         .with_state(shared)
 }
 

@@ -17,7 +17,10 @@ use super::state::{Connection, World};
 /// Most payment ids one pay-statement request may carry.
 const MAX_PAY_STATEMENT_REQUESTS: usize = 10;
 
-fn synced<'a>(world: &'a World, connection_id: &str) -> Result<(&'a Connection, &'a Dataset), ApiError> {
+fn synced<'a>(
+    world: &'a World,
+    connection_id: &str,
+) -> Result<(&'a Connection, &'a Dataset), ApiError> {
     let connection = world
         .connections
         .get(connection_id)
@@ -33,7 +36,10 @@ fn respond(connection: &Connection, body: Value) -> Response {
     (data_headers(connection), Json(body)).into_response()
 }
 
-pub async fn company(State(shared): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn company(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let id = data_access(&shared, &headers, "company").await?;
     let world = shared.world();
     let (connection, data) = synced(&world, &id)?;

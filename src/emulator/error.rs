@@ -133,7 +133,12 @@ impl ApiError {
     }
 
     pub fn not_found(finch_code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found_error", Some(finch_code), message)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            Some(finch_code),
+            message,
+        )
     }
 
     pub fn rate_limited() -> Self {

@@ -61,7 +61,9 @@ pub async fn token(
 
 fn status_message(status: &str) -> &'static str {
     match status {
-        "pending" => "The employer has created a token, and we are waiting for access to its provider.",
+        "pending" => {
+            "The employer has created a token, and we are waiting for access to its provider."
+        }
         "processing" => "We are pulling the employer's data for the first time.",
         "reauth" => "The employer needs to reconnect their system through Finch Connect.",
         "error_permissions" => "The employer added Finch with improper permissions.",
@@ -71,7 +73,10 @@ fn status_message(status: &str) -> &'static str {
     }
 }
 
-pub async fn introspect(State(shared): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn introspect(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -80,7 +85,10 @@ pub async fn introspect(State(shared): State<AppState>, headers: HeaderMap) -> R
         .trim()
         .to_owned();
     let world = shared.world();
-    let info = world.tokens.get(&token).ok_or_else(ApiError::invalid_token)?;
+    let info = world
+        .tokens
+        .get(&token)
+        .ok_or_else(ApiError::invalid_token)?;
     let c = world
         .connections
         .get(&info.connection_id)
@@ -122,7 +130,10 @@ pub async fn introspect(State(shared): State<AppState>, headers: HeaderMap) -> R
     })))
 }
 
-pub async fn disconnect(State(shared): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn disconnect(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let connection_id = token_connection(&shared, &headers)?;
     shared.disconnect(&connection_id);
     Ok(Json(json!({ "status": "success" })))
@@ -135,7 +146,11 @@ pub struct JobRequest {
 }
 
 /// Shared by `POST /jobs/automated` and `POST /sandbox/jobs`.
-pub fn start_sync(shared: &AppState, connection_id: &str, kind: Option<&str>) -> Result<Response, ApiError> {
+pub fn start_sync(
+    shared: &AppState,
+    connection_id: &str,
+    kind: Option<&str>,
+) -> Result<Response, ApiError> {
     match kind {
         Some("data_sync_all") => {}
         Some(other) => {
@@ -207,11 +222,16 @@ pub async fn get_job(
         .jobs
         .get(&job_id)
         .filter(|j| j.connection_id == connection_id)
-        .ok_or_else(|| ApiError::not_found("item_not_found", format!("No job with id '{job_id}'")))?;
+        .ok_or_else(|| {
+            ApiError::not_found("item_not_found", format!("No job with id '{job_id}'"))
+        })?;
     Ok(Json(job_json(&shared, job)))
 }
 
-pub async fn list_jobs(State(shared): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn list_jobs(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let connection_id = token_connection(&shared, &headers)?;
     let mut world = shared.world();
     let mut jobs: Vec<&Job> = world
@@ -219,7 +239,7 @@ pub async fn list_jobs(State(shared): State<AppState>, headers: HeaderMap) -> Re
         .values()
         .filter(|j| j.connection_id == connection_id)
         .collect();
-    jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at));
     let data: Vec<Value> = jobs.into_iter().map(|j| job_json(&shared, j)).collect();
     let connection = world
         .connections
@@ -289,7 +309,9 @@ pub async fn authorize(
     let code = shared.issue_code(&connection_id).ok_or_else(|| {
         ApiError::not_found("item_not_found", format!("No connection '{connection_id}'"))
     })?;
-    Ok(Json(json!({ "code": code, "connection_id": connection_id })))
+    Ok(Json(
+        json!({ "code": code, "connection_id": connection_id }),
+    ))
 }
 
 #[derive(Debug, Deserialize, Default)]

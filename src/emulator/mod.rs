@@ -158,7 +158,10 @@ impl EmulatorConfig {
             ("upstream error rate", self.upstream_error_rate),
             ("duplicate rate", self.duplicate_rate),
         ] {
-            anyhow::ensure!((0.0..=1.0).contains(&rate), "{name} must be between 0 and 1");
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&rate),
+                "{name} must be between 0 and 1"
+            );
         }
         anyhow::ensure!(
             self.error_rate + self.upstream_error_rate <= 1.0,
@@ -390,7 +393,9 @@ impl Shared {
     /// Constant-time so the emulator does not teach bad habits.
     pub fn client_matches(&self, id: &str, secret: &str) -> bool {
         let id_ok = id.as_bytes().ct_eq(self.config.client_id.as_bytes());
-        let secret_ok = secret.as_bytes().ct_eq(self.config.client_secret.as_bytes());
+        let secret_ok = secret
+            .as_bytes()
+            .ct_eq(self.config.client_secret.as_bytes());
         bool::from(id_ok & secret_ok)
     }
 }

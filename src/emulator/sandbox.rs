@@ -112,12 +112,19 @@ pub async fn create_account(
             .values()
             .find(|c| c.source.company_id == body.company_id && c.provider_id == body.provider_id)
             .map(|c| c.source.connection_id.clone())
-            .ok_or_else(|| ApiError::not_found("item_not_found", "No connection for that company and provider"))?
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "item_not_found",
+                    "No connection for that company and provider",
+                )
+            })?
     };
     let code = shared
         .issue_code(&connection_id)
         .ok_or_else(ApiError::invalid_grant)?;
-    let (token, _) = shared.exchange_code(&code).ok_or_else(ApiError::invalid_grant)?;
+    let (token, _) = shared
+        .exchange_code(&code)
+        .ok_or_else(ApiError::invalid_grant)?;
     let world = shared.world();
     let mut account = account_json(&world.connections[&connection_id]);
     account["access_token"] = json!(token);
@@ -197,7 +204,11 @@ pub async fn create_directory(
         Value::Array(items) => items,
         // An empty body means "one generated person", which is handy from curl.
         Value::Object(map) if map.is_empty() => vec![Value::Object(Map::new())],
-        _ => return Err(ApiError::bad_request("The body must be an array of individuals")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "The body must be an array of individuals",
+            ))
+        }
     };
     let today = shared.today();
     with_connection(&shared, &headers, |c| {
@@ -208,7 +219,8 @@ pub async fn create_directory(
                 .cloned()
                 .ok_or_else(|| ApiError::bad_request("Each individual must be an object"))?;
             // Fields left out are generated, so a bare `{}` is a realistic new hire.
-            let mut hire = seed::new_hire(&mut c.rng, &c.provider.company, &c.provider.people, today);
+            let mut hire =
+                seed::new_hire(&mut c.rng, &c.provider.company, &c.provider.people, today);
             hire.individual = merge(&hire.individual, &patch, &["id"])?;
             hire.employment = merge(&hire.employment, &patch, &["id"])?;
             let mut combined = serde_json::to_value(&hire.employment).expect("records serialise");
@@ -233,7 +245,10 @@ pub async fn update_individual(
 ) -> Result<Json<Value>, ApiError> {
     with_connection(&shared, &headers, |c| {
         let person = c.provider.person_mut(&id).ok_or_else(|| {
-            ApiError::not_found("individual_not_found", format!("No individual with id '{id}'"))
+            ApiError::not_found(
+                "individual_not_found",
+                format!("No individual with id '{id}'"),
+            )
         })?;
         person.individual = merge(&person.individual, &patch, &["id"])?;
         person.names_from_individual();
@@ -249,7 +264,10 @@ pub async fn update_employment(
 ) -> Result<Json<Value>, ApiError> {
     with_connection(&shared, &headers, |c| {
         let person = c.provider.person_mut(&id).ok_or_else(|| {
-            ApiError::not_found("individual_not_found", format!("No individual with id '{id}'"))
+            ApiError::not_found(
+                "individual_not_found",
+                format!("No individual with id '{id}'"),
+            )
         })?;
         person.employment = merge(&person.employment, &patch, &["id"])?;
         person.names_from_employment();
@@ -413,7 +431,10 @@ pub async fn create_payment(
     with_connection(&shared, &headers, |c| {
         let record = match body.pay_statements {
             Some(inputs) => {
-                if let Some(unknown) = inputs.iter().find(|s| c.provider.person(&s.individual_id).is_none()) {
+                if let Some(unknown) = inputs
+                    .iter()
+                    .find(|s| c.provider.person(&s.individual_id).is_none())
+                {
                     return Err(ApiError::bad_request(format!(
                         "Unknown individual_id '{}'",
                         unknown.individual_id
@@ -427,7 +448,10 @@ pub async fn create_payment(
                     },
                     seed::date(run.pay_date),
                     seed::date(run.debit_date()),
-                    inputs.into_iter().map(StatementInput::into_statement).collect(),
+                    inputs
+                        .into_iter()
+                        .map(StatementInput::into_statement)
+                        .collect(),
                 )
             }
             None => seed::payment(&mut c.rng, &c.provider.people, run),
@@ -461,7 +485,9 @@ pub async fn get_job_configuration(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     with_connection(&shared, &headers, |c| {
-        Ok(Json(json!([{ "type": "data_sync_all", "completion_status": c.job_completion }])))
+        Ok(Json(
+            json!([{ "type": "data_sync_all", "completion_status": c.job_completion }]),
+        ))
     })
 }
 
@@ -487,6 +513,8 @@ pub async fn put_job_configuration(
     }
     with_connection(&shared, &headers, |c| {
         c.job_completion = body.completion_status.clone();
-        Ok(Json(json!({ "type": "data_sync_all", "completion_status": c.job_completion })))
+        Ok(Json(
+            json!({ "type": "data_sync_all", "completion_status": c.job_completion }),
+        ))
     })
 }

@@ -13,41 +13,204 @@ use rand::{Rng, SeedableRng};
 use super::model::*;
 
 const FIRST_NAMES: &[&str] = &[
-    "Olivia", "Liam", "Emma", "Noah", "Amelia", "Oliver", "Ava", "Elijah", "Sophia", "Mateo",
-    "Isabella", "Lucas", "Mia", "Levi", "Charlotte", "Ezra", "Harper", "Asher", "Evelyn", "James",
-    "Luna", "Leo", "Camila", "Wei", "Priya", "Arjun", "Fatima", "Omar", "Yuki", "Hiro", "Chloe",
-    "Daniel", "Grace", "Samuel", "Nora", "Aaliyah", "Diego", "Sofia", "Kwame", "Amara", "Ines",
-    "Tomas", "Hannah", "Jackson", "Zoe", "Malik", "Layla", "Ethan", "Maya", "Gabriel",
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Amelia",
+    "Oliver",
+    "Ava",
+    "Elijah",
+    "Sophia",
+    "Mateo",
+    "Isabella",
+    "Lucas",
+    "Mia",
+    "Levi",
+    "Charlotte",
+    "Ezra",
+    "Harper",
+    "Asher",
+    "Evelyn",
+    "James",
+    "Luna",
+    "Leo",
+    "Camila",
+    "Wei",
+    "Priya",
+    "Arjun",
+    "Fatima",
+    "Omar",
+    "Yuki",
+    "Hiro",
+    "Chloe",
+    "Daniel",
+    "Grace",
+    "Samuel",
+    "Nora",
+    "Aaliyah",
+    "Diego",
+    "Sofia",
+    "Kwame",
+    "Amara",
+    "Ines",
+    "Tomas",
+    "Hannah",
+    "Jackson",
+    "Zoe",
+    "Malik",
+    "Layla",
+    "Ethan",
+    "Maya",
+    "Gabriel",
 ];
 
 const LAST_NAMES: &[&str] = &[
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
-    "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor",
-    "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez",
-    "Clark", "Ramirez", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright",
-    "Scott", "Nguyen", "Hill", "Flores", "Green", "Adams", "Nelson", "Baker", "Chen", "Patel",
-    "Kim", "Okafor", "Kowalski", "Rossi", "Novak",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "Green",
+    "Adams",
+    "Nelson",
+    "Baker",
+    "Chen",
+    "Patel",
+    "Kim",
+    "Okafor",
+    "Kowalski",
+    "Rossi",
+    "Novak",
 ];
 
 const COMPANY_WORDS: &[&str] = &[
-    "Blue Harbor", "Northwind", "Granite Peak", "Cedar & Pine", "Brightline", "Silver Creek",
-    "Redwood", "Lakeshore", "Summit Ridge", "Ironbridge", "Golden Field", "Evergreen",
+    "Blue Harbor",
+    "Northwind",
+    "Granite Peak",
+    "Cedar & Pine",
+    "Brightline",
+    "Silver Creek",
+    "Redwood",
+    "Lakeshore",
+    "Summit Ridge",
+    "Ironbridge",
+    "Golden Field",
+    "Evergreen",
 ];
 
 const COMPANY_KINDS: &[&str] = &[
-    "Logistics", "Health", "Software", "Foods", "Manufacturing", "Analytics", "Outfitters",
-    "Dental Group", "Builders", "Media",
+    "Logistics",
+    "Health",
+    "Software",
+    "Foods",
+    "Manufacturing",
+    "Analytics",
+    "Outfitters",
+    "Dental Group",
+    "Builders",
+    "Media",
 ];
 
 /// (department, titles from junior to head)
 const DEPARTMENTS: &[(&str, &[&str])] = &[
-    ("Engineering", &["Software Engineer", "Senior Software Engineer", "Staff Engineer", "VP of Engineering"]),
-    ("Sales", &["Account Executive", "Senior Account Executive", "Sales Manager", "VP of Sales"]),
-    ("Marketing", &["Marketing Associate", "Content Strategist", "Marketing Manager", "Head of Marketing"]),
-    ("Finance", &["Staff Accountant", "Senior Accountant", "Controller", "Head of Finance"]),
-    ("Operations", &["Operations Associate", "Warehouse Lead", "Operations Manager", "VP of Operations"]),
-    ("People", &["People Coordinator", "HR Generalist", "People Partner", "Head of People"]),
-    ("Customer Success", &["Support Specialist", "Customer Success Manager", "Support Team Lead", "Head of Customer Success"]),
+    (
+        "Engineering",
+        &[
+            "Software Engineer",
+            "Senior Software Engineer",
+            "Staff Engineer",
+            "VP of Engineering",
+        ],
+    ),
+    (
+        "Sales",
+        &[
+            "Account Executive",
+            "Senior Account Executive",
+            "Sales Manager",
+            "VP of Sales",
+        ],
+    ),
+    (
+        "Marketing",
+        &[
+            "Marketing Associate",
+            "Content Strategist",
+            "Marketing Manager",
+            "Head of Marketing",
+        ],
+    ),
+    (
+        "Finance",
+        &[
+            "Staff Accountant",
+            "Senior Accountant",
+            "Controller",
+            "Head of Finance",
+        ],
+    ),
+    (
+        "Operations",
+        &[
+            "Operations Associate",
+            "Warehouse Lead",
+            "Operations Manager",
+            "VP of Operations",
+        ],
+    ),
+    (
+        "People",
+        &[
+            "People Coordinator",
+            "HR Generalist",
+            "People Partner",
+            "Head of People",
+        ],
+    ),
+    (
+        "Customer Success",
+        &[
+            "Support Specialist",
+            "Customer Success Manager",
+            "Support Team Lead",
+            "Head of Customer Success",
+        ],
+    ),
 ];
 
 /// (city, state, postal code, area code, state income tax rate in basis points)
@@ -65,8 +228,18 @@ const PLACES: &[(&str, &str, &str, &str, i64)] = &[
 ];
 
 const STREETS: &[&str] = &[
-    "Market St", "Main St", "Oak Ave", "Maple Dr", "Cedar Ln", "Pine St", "Elm St",
-    "Washington Blvd", "Lake Shore Dr", "Highland Ave", "Mission St", "Broadway",
+    "Market St",
+    "Main St",
+    "Oak Ave",
+    "Maple Dr",
+    "Cedar Ln",
+    "Pine St",
+    "Elm St",
+    "Washington Blvd",
+    "Lake Shore Dr",
+    "Highland Ave",
+    "Mission St",
+    "Broadway",
 ];
 
 /// A fresh generator for one independent stream of the seed.
@@ -101,7 +274,11 @@ fn digits(rng: &mut StdRng, n: usize) -> String {
 
 fn place_location(rng: &mut StdRng, place: &(&str, &str, &str, &str, i64)) -> Location {
     Location {
-        line1: Some(format!("{} {}", rng.random_range(10..9900), pick(rng, STREETS))),
+        line1: Some(format!(
+            "{} {}",
+            rng.random_range(10..9900),
+            pick(rng, STREETS)
+        )),
         line2: rng
             .random_bool(0.3)
             .then(|| format!("Apt {}", rng.random_range(1..400))),
@@ -122,11 +299,7 @@ fn state_tax_bps(state: Option<&str>) -> i64 {
 }
 
 pub fn company(rng: &mut StdRng) -> Company {
-    let name = format!(
-        "{} {}",
-        pick(rng, COMPANY_WORDS),
-        pick(rng, COMPANY_KINDS)
-    );
+    let name = format!("{} {}", pick(rng, COMPANY_WORDS), pick(rng, COMPANY_KINDS));
     let domain = name
         .to_lowercase()
         .chars()
@@ -238,8 +411,12 @@ pub fn person(
         let worked = rng.random_range(10..=days_employed.max(11));
         (start + Days::days(worked)).min(today - Days::days(1))
     });
-    let dob = NaiveDate::from_ymd_opt(rng.random_range(1962..2003), rng.random_range(1..13), rng.random_range(1..29))
-        .expect("valid date");
+    let dob = NaiveDate::from_ymd_opt(
+        rng.random_range(1962..2003),
+        rng.random_range(1..13),
+        rng.random_range(1..29),
+    )
+    .expect("valid date");
 
     let income = if hourly {
         Income {
@@ -279,17 +456,16 @@ pub fn person(
 
     let home = *pick(rng, PLACES);
     let domain = email_domain(company);
-    let work_email = format!(
-        "{}.{}@{domain}",
-        first.to_lowercase(),
-        last.to_lowercase()
-    );
+    let work_email = format!("{}.{}@{domain}", first.to_lowercase(), last.to_lowercase());
     let personal_email = format!(
         "{}{}{}@{}",
         first.to_lowercase(),
         last.chars().next().unwrap_or('x').to_lowercase(),
         rng.random_range(1..99),
-        pick(rng, &["gmail.com", "outlook.com", "icloud.com", "yahoo.com"])
+        pick(
+            rng,
+            &["gmail.com", "outlook.com", "icloud.com", "yahoo.com"]
+        )
     );
     let ssn = format!(
         "{}-{}-{}",
@@ -318,8 +494,18 @@ pub fn person(
             kind: Some("personal".to_owned()),
         }]),
         gender: Some(
-            (*pick(rng, &["female", "male", "female", "male", "other", "decline_to_specify"]))
-                .to_owned(),
+            (*pick(
+                rng,
+                &[
+                    "female",
+                    "male",
+                    "female",
+                    "male",
+                    "other",
+                    "decline_to_specify",
+                ],
+            ))
+            .to_owned(),
         ),
         ethnicity: Some(
             (*pick(
@@ -340,10 +526,7 @@ pub fn person(
         ssn: Some(ssn),
         encrypted_ssn: None,
     };
-    let work_location = company
-        .locations
-        .as_ref()
-        .and_then(|l| l.first().cloned());
+    let work_location = company.locations.as_ref().and_then(|l| l.first().cloned());
     let employment = Employment {
         id: id.clone(),
         first_name: Some(first),
@@ -406,7 +589,13 @@ pub fn people(rng: &mut StdRng, company: &Company, n: usize, today: NaiveDate) -
         if people.len() == n {
             break;
         }
-        let head = person(rng, company, Role::DepartmentHead(d), Some(&chief_id), today);
+        let head = person(
+            rng,
+            company,
+            Role::DepartmentHead(d),
+            Some(&chief_id),
+            today,
+        );
         head_ids.push(head.id().to_owned());
         people.push(head);
     }
@@ -419,12 +608,20 @@ pub fn people(rng: &mut StdRng, company: &Company, n: usize, today: NaiveDate) -
 }
 
 /// A new hire for a company that already exists, as `POST /sandbox/directory` adds.
-pub fn new_hire(rng: &mut StdRng, company: &Company, existing: &[Person], today: NaiveDate) -> Person {
+pub fn new_hire(
+    rng: &mut StdRng,
+    company: &Company,
+    existing: &[Person],
+    today: NaiveDate,
+) -> Person {
     let d = rng.random_range(0..DEPARTMENTS.len());
     let manager = existing
         .iter()
         .find(|p| {
-            p.employment.department.as_ref().and_then(|d| d.name.as_deref())
+            p.employment
+                .department
+                .as_ref()
+                .and_then(|d| d.name.as_deref())
                 == Some(DEPARTMENTS[d].0)
                 && p.employment.manager.is_some()
         })
@@ -499,7 +696,10 @@ fn pct(amount: i64, bps: i64) -> i64 {
 pub fn pay_statement(rng: &mut StdRng, person: &Person) -> PayStatement {
     let e = &person.employment;
     let income = e.income.clone();
-    let unit = income.as_ref().and_then(|i| i.unit.as_deref()).unwrap_or("yearly");
+    let unit = income
+        .as_ref()
+        .and_then(|i| i.unit.as_deref())
+        .unwrap_or("yearly");
     let rate = income.as_ref().and_then(|i| i.amount).unwrap_or(5_000_000);
     let contractor = e.employment.as_ref().and_then(|t| t.kind.as_deref()) == Some("contractor");
     let part_time = e.employment.as_ref().and_then(|t| t.subtype.as_deref()) == Some("part_time");
@@ -537,7 +737,12 @@ pub fn pay_statement(rng: &mut StdRng, person: &Person) -> PayStatement {
     } else {
         hours = 80.0;
         earnings.push(Earning {
-            name: if contractor { "Contractor Payment" } else { "Salary" }.to_owned(),
+            name: if contractor {
+                "Contractor Payment"
+            } else {
+                "Salary"
+            }
+            .to_owned(),
             kind: if contractor { "1099" } else { "salary" }.to_owned(),
             amount: rate / 26,
             currency: "usd",
@@ -548,7 +753,7 @@ pub fn pay_statement(rng: &mut StdRng, person: &Person) -> PayStatement {
         earnings.push(Earning {
             name: "Spot Bonus".to_owned(),
             kind: "bonus".to_owned(),
-            amount: rng.random_range(5..40) * 1_000_00 / 10,
+            amount: rng.random_range(5..40) * 10_000,
             currency: "usd",
             hours: None,
         });
@@ -560,7 +765,11 @@ pub fn pay_statement(rng: &mut StdRng, person: &Person) -> PayStatement {
     let mut contributions = Vec::new();
     if !contractor {
         let retirement_bps = *pick(rng, &[0, 300, 400, 500, 600, 800]);
-        let medical = if part_time { 0 } else { [8_500, 12_000, 18_500, 24_000][rng.random_range(0..4)] };
+        let medical = if part_time {
+            0
+        } else {
+            [8_500, 12_000, 18_500, 24_000][rng.random_range(0..4)]
+        };
         if retirement_bps > 0 {
             deductions.push(Deduction {
                 name: "401(k)".to_owned(),
@@ -611,7 +820,12 @@ pub fn pay_statement(rng: &mut StdRng, person: &Person) -> PayStatement {
                 currency: "usd",
             });
         };
-        tax("Federal Income Tax", "federal", false, pct(income_taxable, federal_bps));
+        tax(
+            "Federal Income Tax",
+            "federal",
+            false,
+            pct(income_taxable, federal_bps),
+        );
         tax("Social Security", "fica", false, pct(fica_taxable, 620));
         tax("Medicare", "fica", false, pct(fica_taxable, 145));
         if state_bps > 0 {
@@ -624,14 +838,24 @@ pub fn pay_statement(rng: &mut StdRng, person: &Person) -> PayStatement {
         }
         tax("Social Security", "fica", true, pct(fica_taxable, 620));
         tax("Medicare", "fica", true, pct(fica_taxable, 145));
-        tax("Federal Unemployment (FUTA)", "federal", true, pct(fica_taxable, 60));
+        tax(
+            "Federal Unemployment (FUTA)",
+            "federal",
+            true,
+            pct(fica_taxable, 60),
+        );
     }
     let withheld: i64 = taxes.iter().filter(|t| !t.employer).map(|t| t.amount).sum();
     let deducted: i64 = deductions.iter().map(|d| d.amount).sum();
     PayStatement {
         individual_id: person.id().to_owned(),
         kind: "regular_payroll".to_owned(),
-        payment_method: if rng.random_bool(0.95) { "direct_deposit" } else { "check" }.to_owned(),
+        payment_method: if rng.random_bool(0.95) {
+            "direct_deposit"
+        } else {
+            "check"
+        }
+        .to_owned(),
         total_hours: Some(hours),
         gross_pay: Money::usd(gross),
         net_pay: Money::usd(gross - withheld - deducted),
@@ -686,7 +910,10 @@ mod tests {
         let ca = company(&mut a);
         let cb = company(&mut b);
         assert_eq!(ca, cb);
-        assert_eq!(people(&mut a, &ca, 20, today()), people(&mut b, &cb, 20, today()));
+        assert_eq!(
+            people(&mut a, &ca, 20, today()),
+            people(&mut b, &cb, 20, today())
+        );
         let mut c = stream(8, 1);
         assert_ne!(company(&mut c).id, ca.id);
     }
@@ -699,7 +926,11 @@ mod tests {
         assert_eq!(staff.len(), 20);
         assert!(staff[0].employment.manager.is_none());
         for p in &staff[1..] {
-            let m = p.employment.manager.as_ref().expect("everyone but the chief has a manager");
+            let m = p
+                .employment
+                .manager
+                .as_ref()
+                .expect("everyone but the chief has a manager");
             assert!(staff.iter().any(|q| q.id() == m.id));
         }
     }
@@ -717,7 +948,12 @@ mod tests {
         for s in &record.statements {
             let earned: i64 = s.earnings.iter().map(|e| e.amount).sum();
             assert_eq!(earned, s.gross_pay.amount);
-            let withheld: i64 = s.taxes.iter().filter(|t| !t.employer).map(|t| t.amount).sum();
+            let withheld: i64 = s
+                .taxes
+                .iter()
+                .filter(|t| !t.employer)
+                .map(|t| t.amount)
+                .sum();
             let deducted: i64 = s.employee_deductions.iter().map(|d| d.amount).sum();
             assert_eq!(s.net_pay.amount, earned - withheld - deducted);
             assert!(s.net_pay.amount > 0);
@@ -737,6 +973,8 @@ mod tests {
         for pair in runs.windows(2) {
             assert_eq!((pair[1].pay_date - pair[0].pay_date).num_days(), 14);
         }
-        assert!(runs.iter().all(|r| r.pay_date.weekday() == chrono::Weekday::Fri));
+        assert!(runs
+            .iter()
+            .all(|r| r.pay_date.weekday() == chrono::Weekday::Fri));
     }
 }

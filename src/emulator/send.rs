@@ -40,7 +40,9 @@ fn new_id() -> String {
 pub fn sample_data(event_type: &str) -> Value {
     let resource = event_type.split('.').next().unwrap_or_default();
     match resource {
-        "account" => json!({ "status": "connected", "authentication_method": { "type": "credential" } }),
+        "account" => {
+            json!({ "status": "connected", "authentication_method": { "type": "credential" } })
+        }
         "company" => Value::Null,
         "directory" | "individual" | "employment" => json!({ "individual_id": new_id() }),
         "payment" => json!({
@@ -50,7 +52,11 @@ pub fn sample_data(event_type: &str) -> Value {
         "pay_statement" => json!({ "payment_id": new_id(), "individual_id": new_id() }),
         "job" => {
             let job_id = new_id();
-            let kind = if event_type.starts_with("job.benefit_") { "manual" } else { "automated" };
+            let kind = if event_type.starts_with("job.benefit_") {
+                "manual"
+            } else {
+                "automated"
+            };
             json!({ "job_id": job_id, "job_url": format!("https://api.tryfinch.com/jobs/{kind}/{job_id}") })
         }
         _ => json!({}),

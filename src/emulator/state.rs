@@ -208,7 +208,11 @@ impl Shared {
                 })
                 .collect()
         } else {
-            vec![seed::payment(&mut rng, &people, seed::PayRun::paid_on(today))]
+            vec![seed::payment(
+                &mut rng,
+                &people,
+                seed::PayRun::paid_on(today),
+            )]
         };
         let source = EventSource {
             company_id: company.id.clone(),
@@ -276,7 +280,11 @@ impl Shared {
                     provider_id: provider.to_owned(),
                     authentication_type: auth.to_owned(),
                     employee_size: self.config.employees,
-                    products: ALL_PRODUCTS.iter().map(|p| (*p).to_owned()).chain(["ssn".to_owned()]).collect(),
+                    products: ALL_PRODUCTS
+                        .iter()
+                        .map(|p| (*p).to_owned())
+                        .chain(["ssn".to_owned()])
+                        .collect(),
                 };
                 self.build_connection(&mut world, &spec, true)
             })
@@ -422,8 +430,13 @@ impl Shared {
                 });
             }
             if counted && allowed > 0 && remaining == 0 {
-                let oldest = connection.refreshes.front().copied().unwrap_or_else(Instant::now);
-                let wait = self.scaled(Duration::from_secs(3600)) - oldest.elapsed().min(self.scaled(Duration::from_secs(3600)));
+                let oldest = connection
+                    .refreshes
+                    .front()
+                    .copied()
+                    .unwrap_or_else(Instant::now);
+                let wait = self.scaled(Duration::from_secs(3600))
+                    - oldest.elapsed().min(self.scaled(Duration::from_secs(3600)));
                 return Err(SyncRefused::Quota {
                     allowed,
                     retry_at: now() + chrono::Duration::from_std(wait).unwrap_or_default(),
@@ -462,7 +475,10 @@ impl Shared {
         });
         let (allowed, remaining) = {
             let mut world = self.world();
-            let connection = world.connections.get_mut(connection_id).expect("connection exists");
+            let connection = world
+                .connections
+                .get_mut(connection_id)
+                .expect("connection exists");
             self.refresh_quota(connection)
         };
         Ok(SyncTicket {
@@ -517,7 +533,11 @@ impl Shared {
                 connection.last_result = "success";
                 // Finch sends data-change webhooks for automated connections only.
                 if !connection.is_assisted() {
-                    events.extend(changes.into_iter().flat_map(|c| c.events(&connection.source)));
+                    events.extend(
+                        changes
+                            .into_iter()
+                            .flat_map(|c| c.events(&connection.source)),
+                    );
                 }
             } else {
                 connection.last_result = "error";
@@ -565,7 +585,10 @@ impl Shared {
                         .order
                         .iter()
                         .filter(|id| {
-                            world.connections.get(*id).is_some_and(|c| c.status == "connected")
+                            world
+                                .connections
+                                .get(*id)
+                                .is_some_and(|c| c.status == "connected")
                         })
                         .cloned()
                         .collect()
@@ -691,9 +714,10 @@ impl Change {
 /// The Webhooks chapter shows a payment event's `pay_date` as `MM-DD-YYYY`
 /// ("10-23-2023"), unlike the API's `YYYY-MM-DD`; we send what it shows.
 fn webhook_pay_date(iso_date: &str) -> String {
-    iso_date
-        .parse::<NaiveDate>()
-        .map_or_else(|_| iso_date.to_owned(), |d| d.format("%m-%d-%Y").to_string())
+    iso_date.parse::<NaiveDate>().map_or_else(
+        |_| iso_date.to_owned(),
+        |d| d.format("%m-%d-%Y").to_string(),
+    )
 }
 
 /// Every change between two states, in the order Finch's chapter lists
@@ -767,7 +791,11 @@ mod tests {
         let company = seed::company(&mut rng);
         let today = NaiveDate::from_ymd_opt(2025, 6, 15).unwrap();
         let people = seed::people(&mut rng, &company, 5, today);
-        let payments = vec![seed::payment(&mut rng, &people, seed::PayRun::paid_on(today))];
+        let payments = vec![seed::payment(
+            &mut rng,
+            &people,
+            seed::PayRun::paid_on(today),
+        )];
         Dataset {
             company,
             people,
@@ -807,7 +835,9 @@ mod tests {
         new.people[1].employment.title = Some("Chief Vibes Officer".into());
         let changes = diff(&old, &new);
         assert_eq!(changes.len(), 1);
-        assert!(matches!(&changes[0], Change::Person { endpoints, .. } if endpoints == &vec!["employment"]));
+        assert!(
+            matches!(&changes[0], Change::Person { endpoints, .. } if endpoints == &vec!["employment"])
+        );
     }
 
     #[test]

@@ -57,7 +57,11 @@ pub struct WebhookStats {
 impl Stats {
     pub fn record_request(&self, route: String, status: u16) {
         let mut requests = self.requests.lock().expect("stats lock");
-        *requests.entry(route).or_default().entry(status).or_default() += 1;
+        *requests
+            .entry(route)
+            .or_default()
+            .entry(status)
+            .or_default() += 1;
     }
 
     pub fn record_rate_limited(&self, product: &str) {

@@ -30,7 +30,10 @@ impl Delivery {
     }
 
     pub fn event_type(&self) -> String {
-        self.json()["event_type"].as_str().unwrap_or_default().to_owned()
+        self.json()["event_type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn event_id(&self) -> String {
@@ -90,7 +93,11 @@ impl Capture {
     }
 
     /// Waits until `done` holds for the deliveries so far, or fails the test.
-    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Delivery]) -> bool) -> Vec<Delivery> {
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[Delivery]) -> bool,
+    ) -> Vec<Delivery> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let got = self.deliveries();
@@ -135,7 +142,13 @@ impl<'a> Api<'a> {
         format!("{}{path}", self.emulator.base_url())
     }
 
-    async fn call(&self, method: reqwest::Method, token: &str, path: &str, body: Option<Value>) -> Response {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Response {
         let mut request = self
             .http
             .request(method, self.url(path))
@@ -152,18 +165,23 @@ impl<'a> Api<'a> {
     }
 
     async fn post(&self, token: &str, path: &str, body: Value) -> Response {
-        self.call(reqwest::Method::POST, token, path, Some(body)).await
+        self.call(reqwest::Method::POST, token, path, Some(body))
+            .await
     }
 
     async fn put(&self, token: &str, path: &str, body: Value) -> Response {
-        self.call(reqwest::Method::PUT, token, path, Some(body)).await
+        self.call(reqwest::Method::PUT, token, path, Some(body))
+            .await
     }
 
     /// Basic client credentials, as the sandbox connection endpoints take.
     async fn post_basic(&self, path: &str, body: Value) -> Response {
         self.http
             .post(self.url(path))
-            .basic_auth(self.emulator.client_id(), Some(self.emulator.client_secret()))
+            .basic_auth(
+                self.emulator.client_id(),
+                Some(self.emulator.client_secret()),
+            )
             .header("Finch-API-Version", VERSION)
             .json(&body)
             .send()
@@ -179,7 +197,9 @@ impl<'a> Api<'a> {
 
     /// Runs a sandbox sync and waits until its job is complete.
     async fn sync(&self, token: &str) -> String {
-        let response = self.post(token, "/sandbox/jobs", json!({"type": "data_sync_all"})).await;
+        let response = self
+            .post(token, "/sandbox/jobs", json!({"type": "data_sync_all"}))
+            .await;
         assert_eq!(response.status(), 200);
         let job: Value = response.json().await.unwrap();
         let job_id = job["job_id"].as_str().unwrap().to_owned();
@@ -199,7 +219,10 @@ impl<'a> Api<'a> {
             if job["completed_at"].is_string() {
                 return job;
             }
-            assert!(tokio::time::Instant::now() < deadline, "job {job_id} never completed");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} never completed"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -226,7 +249,10 @@ async fn directory_pages_with_limit_and_offset_and_carries_data_headers() {
     let mut ids = Vec::new();
     for offset in [0, 10, 20] {
         let response = api
-            .get(&token, &format!("/employer/directory?limit=10&offset={offset}"))
+            .get(
+                &token,
+                &format!("/employer/directory?limit=10&offset={offset}"),
+            )
             .await;
         assert_eq!(response.status(), 200);
         for header in [
@@ -236,7 +262,10 @@ async fn directory_pages_with_limit_and_offset_and_carries_data_headers() {
         ] {
             assert!(response.headers().contains_key(header), "missing {header}");
         }
-        assert_eq!(response.headers()["finch-last-attempted-update-result"], "success");
+        assert_eq!(
+            response.headers()["finch-last-attempted-update-result"],
+            "success"
+        );
         let page: Value = response.json().await.unwrap();
         assert_eq!(page["paging"], json!({"count": 25, "offset": offset}));
         ids.extend(
@@ -257,10 +286,19 @@ async fn requests_need_a_known_token_and_an_api_version() {
     let emulator = start(test_config()).await;
     let api = Api::new(&emulator);
 
-    let response = api.http.get(api.url("/employer/company")).header("Finch-API-Version", VERSION).send().await.unwrap();
+    let response = api
+        .http
+        .get(api.url("/employer/company"))
+        .header("Finch-API-Version", VERSION)
+        .send()
+        .await
+        .unwrap();
     assert!(response.headers().contains_key("finch-request-id"));
     let (status, body) = error_of(response).await;
-    assert_eq!((status, body["name"].as_str()), (401, Some("unauthorized_request_error")));
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (401, Some("unauthorized_request_error"))
+    );
 
     let (status, body) = error_of(api.get("not-a-token", "/employer/company").await).await;
     assert_eq!(status, 401);
@@ -276,7 +314,10 @@ async fn requests_need_a_known_token_and_an_api_version() {
         .await
         .unwrap();
     let (status, body) = error_of(response).await;
-    assert_eq!((status, body["finch_code"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (status, body["finch_code"].as_str()),
+        (400, Some("invalid_request"))
+    );
     emulator.shutdown().await;
 }
 
@@ -285,8 +326,16 @@ async fn batch_endpoints_answer_per_item_404_for_unknown_ids() {
     let emulator = start(test_config()).await;
     let api = Api::new(&emulator);
     let token = token(&emulator);
-    let directory: Value = api.get(&token, "/employer/directory").await.json().await.unwrap();
-    let known = directory["individuals"][1]["id"].as_str().unwrap().to_owned();
+    let directory: Value = api
+        .get(&token, "/employer/directory")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let known = directory["individuals"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let unknown = "00000000-0000-4000-8000-000000000000";
     let requests = json!({"requests": [{"individual_id": known}, {"individual_id": unknown}]});
     for path in ["/employer/individual", "/employer/employment"] {
@@ -302,16 +351,33 @@ async fn batch_endpoints_answer_per_item_404_for_unknown_ids() {
         assert_eq!(responses[1]["body"]["finch_code"], "individual_not_found");
     }
     let employment: Value = api
-        .post(&token, "/employer/employment", json!({"requests": [{"individual_id": known}]}))
+        .post(
+            &token,
+            "/employer/employment",
+            json!({"requests": [{"individual_id": known}]}),
+        )
         .await
         .json()
         .await
         .unwrap();
-    let manager = employment["responses"][0]["body"]["manager"]["id"].as_str().expect("has a manager");
-    assert!(directory["individuals"].as_array().unwrap().iter().any(|i| i["id"] == manager));
+    let manager = employment["responses"][0]["body"]["manager"]["id"]
+        .as_str()
+        .expect("has a manager");
+    assert!(directory["individuals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["id"] == manager));
 
-    let (status, body) = error_of(api.post(&token, "/employer/individual", json!({"nope": 1})).await).await;
-    assert_eq!((status, body["finch_code"].as_str()), (400, Some("invalid_request")));
+    let (status, body) = error_of(
+        api.post(&token, "/employer/individual", json!({"nope": 1}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["finch_code"].as_str()),
+        (400, Some("invalid_request"))
+    );
     emulator.shutdown().await;
 }
 
@@ -338,7 +404,11 @@ async fn assisted_connection_answers_202_until_connected() {
     assert_eq!(introspection["manual"], true);
 
     let response = api
-        .put(token, "/sandbox/connections/accounts", json!({"connection_status": "connected"}))
+        .put(
+            token,
+            "/sandbox/connections/accounts",
+            json!({"connection_status": "connected"}),
+        )
         .await;
     assert_eq!(response.status(), 200);
     let response = api.get(token, "/employer/directory").await;
@@ -349,7 +419,10 @@ async fn assisted_connection_answers_202_until_connected() {
     let updates = capture
         .wait_until("two account.updated events", |d| d.len() >= 2)
         .await;
-    let statuses: Vec<Value> = updates.iter().map(|d| d.json()["data"]["status"].clone()).collect();
+    let statuses: Vec<Value> = updates
+        .iter()
+        .map(|d| d.json()["data"]["status"].clone())
+        .collect();
     assert_eq!(statuses, vec![json!("pending"), json!("connected")]);
     for update in &updates {
         let body = update.json();
@@ -371,14 +444,23 @@ async fn new_payment_statements_answer_202_then_200() {
     .await;
     let api = Api::new(&emulator);
     let token = token(&emulator);
-    let created: Value = api.post(&token, "/sandbox/payment", json!({})).await.json().await.unwrap();
+    let created: Value = api
+        .post(&token, "/sandbox/payment", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     let payment_id = created["payment_id"].as_str().unwrap();
     let pay_date = created["pay_date"].as_str().unwrap();
     let range = format!("/employer/payment?start_date={pay_date}&end_date={pay_date}");
 
     // Sandbox changes are invisible until a sync.
     let before: Value = api.get(&token, &range).await.json().await.unwrap();
-    assert!(before.as_array().unwrap().iter().all(|p| p["id"] != payment_id));
+    assert!(before
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["id"] != payment_id));
     api.sync(&token).await;
     let after: Value = api.get(&token, &range).await.json().await.unwrap();
     let payment = after
@@ -390,7 +472,12 @@ async fn new_payment_statements_answer_202_then_200() {
         .clone();
 
     let request = json!({"requests": [{"payment_id": payment_id, "limit": 3}]});
-    let body: Value = api.post(&token, "/employer/pay-statement", request.clone()).await.json().await.unwrap();
+    let body: Value = api
+        .post(&token, "/employer/pay-statement", request.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
     let item = &body["responses"][0];
     assert_eq!(item["code"], 202);
     assert_eq!(item["body"]["finch_code"], "data_sync_in_progress");
@@ -398,17 +485,31 @@ async fn new_payment_statements_answer_202_then_200() {
 
     let deadline = tokio::time::Instant::now() + WAIT;
     let item = loop {
-        let body: Value = api.post(&token, "/employer/pay-statement", request.clone()).await.json().await.unwrap();
+        let body: Value = api
+            .post(&token, "/employer/pay-statement", request.clone())
+            .await
+            .json()
+            .await
+            .unwrap();
         if body["responses"][0]["code"] == 200 {
             break body["responses"][0].clone();
         }
         assert_eq!(body["responses"][0]["code"], 202);
-        assert!(tokio::time::Instant::now() < deadline, "statements never became ready");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "statements never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let employees = payment["individual_ids"].as_array().unwrap().len();
-    assert_eq!(item["body"]["paging"], json!({"count": employees, "offset": 0}));
-    assert_eq!(item["body"]["pay_statements"].as_array().unwrap().len(), 3.min(employees));
+    assert_eq!(
+        item["body"]["paging"],
+        json!({"count": employees, "offset": 0})
+    );
+    assert_eq!(
+        item["body"]["pay_statements"].as_array().unwrap().len(),
+        3.min(employees)
+    );
     let gross: i64 = payment["gross_pay"]["amount"].as_i64().unwrap();
     assert!(gross > 0);
     emulator.shutdown().await;
@@ -420,7 +521,11 @@ async fn reauth_status_answers_401_until_the_user_reconnects() {
     let api = Api::new(&emulator);
     let token = token(&emulator);
     let response = api
-        .put(&token, "/sandbox/connections/accounts", json!({"connection_status": "reauth"}))
+        .put(
+            &token,
+            "/sandbox/connections/accounts",
+            json!({"connection_status": "reauth"}),
+        )
         .await;
     assert_eq!(response.status(), 200);
     let (status, body) = error_of(api.get(&token, "/employer/company").await).await;
@@ -433,7 +538,10 @@ async fn reauth_status_answers_401_until_the_user_reconnects() {
     // Reconnecting through "Connect" yields a code for a new token and repairs the connection.
     let connection_id = &emulator.connections()[0].connection_id;
     let code: Value = api
-        .post_basic("/_emulator/authorize", json!({"connection_id": connection_id}))
+        .post_basic(
+            "/_emulator/authorize",
+            json!({"connection_id": connection_id}),
+        )
         .await
         .json()
         .await
@@ -472,10 +580,18 @@ async fn auth_token_exchanges_each_code_once() {
                 .unwrap()
         }
     };
-    let (status, body) = error_of(exchange(seeded.authorization_code.clone(), "wrong".into()).await).await;
-    assert_eq!((status, body["name"].as_str()), (401, Some("invalid_client_error")));
+    let (status, body) =
+        error_of(exchange(seeded.authorization_code.clone(), "wrong".into()).await).await;
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (401, Some("invalid_client_error"))
+    );
 
-    let response = exchange(seeded.authorization_code.clone(), emulator.client_secret().into()).await;
+    let response = exchange(
+        seeded.authorization_code.clone(),
+        emulator.client_secret().into(),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["connection_id"], seeded.connection_id.as_str());
@@ -486,11 +602,24 @@ async fn auth_token_exchanges_each_code_once() {
         .json()
         .await
         .unwrap();
-    assert_eq!(introspection["connection_id"], seeded.connection_id.as_str());
+    assert_eq!(
+        introspection["connection_id"],
+        seeded.connection_id.as_str()
+    );
     assert_eq!(introspection["client_id"], emulator.client_id());
 
-    let (status, body) = error_of(exchange(seeded.authorization_code.clone(), emulator.client_secret().into()).await).await;
-    assert_eq!((status, body["name"].as_str()), (400, Some("invalid_grant_error")));
+    let (status, body) = error_of(
+        exchange(
+            seeded.authorization_code.clone(),
+            emulator.client_secret().into(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (400, Some("invalid_grant_error"))
+    );
     emulator.shutdown().await;
 }
 
@@ -499,10 +628,18 @@ async fn disconnect_revokes_the_connections_tokens() {
     let emulator = start(test_config()).await;
     let api = Api::new(&emulator);
     let token = token(&emulator);
-    let body: Value = api.post(&token, "/disconnect", json!({})).await.json().await.unwrap();
+    let body: Value = api
+        .post(&token, "/disconnect", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["status"], "success");
     let (status, body) = error_of(api.get(&token, "/employer/company").await).await;
-    assert_eq!((status, body["name"].as_str()), (401, Some("invalid_token_error")));
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (401, Some("invalid_token_error"))
+    );
     emulator.shutdown().await;
 }
 
@@ -530,7 +667,15 @@ async fn rate_limits_answer_429_finch_application_rl_per_product() {
     // Another product has its own bucket.
     assert_eq!(api.get(&first, "/employer/directory").await.status(), 200);
 
-    let stats: Value = api.http.get(api.url("/_emulator/stats")).send().await.unwrap().json().await.unwrap();
+    let stats: Value = api
+        .http
+        .get(api.url("/_emulator/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["rate_limited"], 1);
     assert_eq!(stats["rate_limited_by_product"]["company"], 1);
     assert_eq!(stats["requests"]["GET /employer/company"]["429"], 1);
@@ -605,24 +750,56 @@ async fn sync_emits_one_signed_webhook_per_changed_item_then_job_completion() {
     let api = Api::new(&emulator);
     let token = token(&emulator);
     let seeded = emulator.connections()[0].clone();
-    let directory: Value = api.get(&token, "/employer/directory").await.json().await.unwrap();
-    let someone = directory["individuals"][3]["id"].as_str().unwrap().to_owned();
+    let directory: Value = api
+        .get(&token, "/employer/directory")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let someone = directory["individuals"][3]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let hires: Value = api
-        .post(&token, "/sandbox/directory", json!([{"first_name": "Ada", "last_name": "Lovelace"}, {}]))
+        .post(
+            &token,
+            "/sandbox/directory",
+            json!([{"first_name": "Ada", "last_name": "Lovelace"}, {}]),
+        )
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(hires[0]["first_name"], "Ada");
-    let hire_ids: Vec<String> = hires.as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().to_owned()).collect();
+    let hire_ids: Vec<String> = hires
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_owned())
+        .collect();
     let response = api
-        .put(&token, &format!("/sandbox/employment/{someone}"), json!({"title": "Principal Engineer"}))
+        .put(
+            &token,
+            &format!("/sandbox/employment/{someone}"),
+            json!({"title": "Principal Engineer"}),
+        )
         .await;
     assert_eq!(response.status(), 200);
-    let response = api.put(&token, "/sandbox/company", json!({"primary_email": "people@example.com"})).await;
+    let response = api
+        .put(
+            &token,
+            "/sandbox/company",
+            json!({"primary_email": "people@example.com"}),
+        )
+        .await;
     assert_eq!(response.status(), 200);
-    let payment: Value = api.post(&token, "/sandbox/payment", json!({})).await.json().await.unwrap();
+    let payment: Value = api
+        .post(&token, "/sandbox/payment", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     let payment_id = payment["payment_id"].as_str().unwrap().to_owned();
 
     // Nothing is announced before the sync runs.
@@ -631,7 +808,10 @@ async fn sync_emits_one_signed_webhook_per_changed_item_then_job_completion() {
 
     let pay_date = payment["pay_date"].as_str().unwrap();
     let payments: Value = api
-        .get(&token, &format!("/employer/payment?start_date={pay_date}&end_date={pay_date}"))
+        .get(
+            &token,
+            &format!("/employer/payment?start_date={pay_date}&end_date={pay_date}"),
+        )
         .await
         .json()
         .await
@@ -662,7 +842,9 @@ async fn sync_emits_one_signed_webhook_per_changed_item_then_job_completion() {
         expected.insert(event.to_owned(), n);
     }
     let total: usize = expected.values().sum();
-    let deliveries = capture.wait_until("every sync event", |d| d.len() >= total).await;
+    let deliveries = capture
+        .wait_until("every sync event", |d| d.len() >= total)
+        .await;
     let mut got: BTreeMap<String, usize> = BTreeMap::new();
     for delivery in &deliveries {
         *got.entry(delivery.event_type()).or_default() += 1;
@@ -681,24 +863,41 @@ async fn sync_emits_one_signed_webhook_per_changed_item_then_job_completion() {
         assert_eq!(body["account_id"], seeded.account_id.as_str());
         match body["event_type"].as_str().unwrap() {
             "directory.created" | "individual.created" | "employment.created" => {
-                assert!(hire_ids.iter().any(|h| body["data"]["individual_id"] == h.as_str()));
+                assert!(hire_ids
+                    .iter()
+                    .any(|h| body["data"]["individual_id"] == h.as_str()));
             }
             "employment.updated" => assert_eq!(body["data"]["individual_id"], someone.as_str()),
             "company.updated" => assert!(body["data"].is_null()),
             "payment.created" => {
                 assert_eq!(body["data"]["payment_id"], payment_id.as_str());
                 let date = chrono::NaiveDate::parse_from_str(pay_date, "%Y-%m-%d").unwrap();
-                assert_eq!(body["data"]["pay_date"], date.format("%m-%d-%Y").to_string());
+                assert_eq!(
+                    body["data"]["pay_date"],
+                    date.format("%m-%d-%Y").to_string()
+                );
             }
             "pay_statement.created" => {
                 assert_eq!(body["data"]["payment_id"], payment_id.as_str());
-                assert!(paid.iter().any(|p| body["data"]["individual_id"] == p.as_str()));
+                assert!(paid
+                    .iter()
+                    .any(|p| body["data"]["individual_id"] == p.as_str()));
             }
             "job.data_sync_all.completed" => {
                 let job_url = format!("{}/jobs/automated/{job_id}", emulator.base_url());
                 assert_eq!(body["data"]["job_id"], job_id.as_str());
                 assert_eq!(body["data"]["job_url"], job_url.as_str());
-                let job: Value = api.http.get(&job_url).bearer_auth(&token).header("Finch-API-Version", VERSION).send().await.unwrap().json().await.unwrap();
+                let job: Value = api
+                    .http
+                    .get(&job_url)
+                    .bearer_auth(&token)
+                    .header("Finch-API-Version", VERSION)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
                 assert_eq!(job["status"], "complete");
                 assert_eq!(job["type"], "data_sync_all");
             }
@@ -709,7 +908,9 @@ async fn sync_emits_one_signed_webhook_per_changed_item_then_job_completion() {
     // A sync with no changes announces only the job.
     let before = emulator.stats().webhooks.emitted;
     api.sync(&token).await;
-    capture.wait_until("the second job event", |d| d.len() > total).await;
+    capture
+        .wait_until("the second job event", |d| d.len() > total)
+        .await;
     assert_eq!(emulator.stats().webhooks.emitted, before + 1);
     emulator.shutdown().await;
 }
@@ -726,8 +927,13 @@ async fn deliveries_are_signed_with_every_secret() {
     })
     .await;
     emulator.send_test_webhook(None).expect("a test event");
-    let deliveries = capture.wait_until("the test event", |d| !d.is_empty()).await;
-    let signature = deliveries[0].headers["finch-signature"].to_str().unwrap().to_owned();
+    let deliveries = capture
+        .wait_until("the test event", |d| !d.is_empty())
+        .await;
+    let signature = deliveries[0].headers["finch-signature"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(signature.split(' ').count(), 2);
     for secret in [old, new] {
         let only = Verifier::new(vec![WebhookSecret::parse(&secret).unwrap()], 300);
@@ -760,7 +966,10 @@ async fn refused_deliveries_are_retried_with_the_same_event_id() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stats = emulator.stats().webhooks;
-    assert_eq!((stats.attempts, stats.retried, stats.delivered, stats.failed), (3, 2, 1, 0));
+    assert_eq!(
+        (stats.attempts, stats.retried, stats.delivered, stats.failed),
+        (3, 2, 1, 0)
+    );
     emulator.shutdown().await;
 }
 
@@ -815,24 +1024,49 @@ async fn jobs_run_one_at_a_time_within_the_hourly_quota() {
     .await;
     let api = Api::new(&emulator);
     let token = token(&emulator);
-    let first: Value = api.post(&token, "/jobs/automated", json!({"type": "data_sync_all"})).await.json().await.unwrap();
+    let first: Value = api
+        .post(&token, "/jobs/automated", json!({"type": "data_sync_all"}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first["allowed_refreshes"], 1);
     assert_eq!(first["remaining_refreshes"], 0);
     // While a job runs, Finch hands back the same job.
-    let again: Value = api.post(&token, "/jobs/automated", json!({"type": "data_sync_all"})).await.json().await.unwrap();
+    let again: Value = api
+        .post(&token, "/jobs/automated", json!({"type": "data_sync_all"}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again["job_id"], first["job_id"]);
-    let job = api.wait_for_job(&token, first["job_id"].as_str().unwrap()).await;
+    let job = api
+        .wait_for_job(&token, first["job_id"].as_str().unwrap())
+        .await;
     assert_eq!(job["status"], "complete");
-    let response = api.post(&token, "/jobs/automated", json!({"type": "data_sync_all"})).await;
+    let response = api
+        .post(&token, "/jobs/automated", json!({"type": "data_sync_all"}))
+        .await;
     assert_eq!(response.status(), 429);
     let body: Value = response.json().await.unwrap();
     assert!(body["retry_at"].is_string());
 
-    let list: Value = api.get(&token, "/jobs/automated").await.json().await.unwrap();
+    let list: Value = api
+        .get(&token, "/jobs/automated")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
-    assert_eq!(list["meta"]["quotas"]["data_sync_all"]["remaining_refreshes"], 0);
+    assert_eq!(
+        list["meta"]["quotas"]["data_sync_all"]["remaining_refreshes"],
+        0
+    );
     let (status, body) = error_of(api.get(&token, "/jobs/manual/whatever").await).await;
-    assert_eq!((status, body["name"].as_str()), (404, Some("not_found_error")));
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (404, Some("not_found_error"))
+    );
     emulator.shutdown().await;
 }
 
@@ -847,7 +1081,11 @@ async fn failed_sync_jobs_keep_the_old_data_and_report_errors() {
     let api = Api::new(&emulator);
     let token = token(&emulator);
     let configured: Value = api
-        .put(&token, "/sandbox/jobs/configuration", json!({"type": "data_sync_all", "completion_status": "reauth_error"}))
+        .put(
+            &token,
+            "/sandbox/jobs/configuration",
+            json!({"type": "data_sync_all", "completion_status": "reauth_error"}),
+        )
         .await
         .json()
         .await
@@ -855,13 +1093,29 @@ async fn failed_sync_jobs_keep_the_old_data_and_report_errors() {
     assert_eq!(configured["completion_status"], "reauth_error");
     api.post(&token, "/sandbox/directory", json!([{}])).await;
     let job_id = api.sync(&token).await;
-    let job: Value = api.get(&token, &format!("/jobs/automated/{job_id}")).await.json().await.unwrap();
+    let job: Value = api
+        .get(&token, &format!("/jobs/automated/{job_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(job["status"], "reauth_error");
-    let deliveries = capture.wait_until("account and job events", |d| d.len() >= 2).await;
+    let deliveries = capture
+        .wait_until("account and job events", |d| d.len() >= 2)
+        .await;
     let types: HashSet<String> = deliveries.iter().map(Delivery::event_type).collect();
-    assert_eq!(types, HashSet::from(["account.updated".to_owned(), "job.data_sync_all.completed".to_owned()]));
+    assert_eq!(
+        types,
+        HashSet::from([
+            "account.updated".to_owned(),
+            "job.data_sync_all.completed".to_owned()
+        ])
+    );
     let (status, body) = error_of(api.get(&token, "/employer/directory").await).await;
-    assert_eq!((status, body["finch_code"].as_str()), (401, Some("reauthenticate_user")));
+    assert_eq!(
+        (status, body["finch_code"].as_str()),
+        (401, Some("reauthenticate_user"))
+    );
     emulator.shutdown().await;
 }
 
@@ -876,7 +1130,8 @@ async fn the_sync_timer_syncs_on_its_own() {
     })
     .await;
     let api = Api::new(&emulator);
-    api.post(&token(&emulator), "/sandbox/directory", json!([{}])).await;
+    api.post(&token(&emulator), "/sandbox/directory", json!([{}]))
+        .await;
     capture
         .wait_until("a directory.created from a scheduled sync", |d| {
             d.iter().any(|d| d.event_type() == "directory.created")
@@ -902,10 +1157,23 @@ async fn the_same_seed_gives_the_same_data() {
     };
     let a = start(config()).await;
     let b = start(config()).await;
-    let c = start(EmulatorConfig { seed: 8, ..test_config() }).await;
-    assert_eq!(a.connections()[0].connection_id, b.connections()[0].connection_id);
-    assert_ne!(a.connections()[0].connection_id, c.connections()[0].connection_id);
-    assert_ne!(a.connections()[0].access_token, b.connections()[0].access_token);
+    let c = start(EmulatorConfig {
+        seed: 8,
+        ..test_config()
+    })
+    .await;
+    assert_eq!(
+        a.connections()[0].connection_id,
+        b.connections()[0].connection_id
+    );
+    assert_ne!(
+        a.connections()[0].connection_id,
+        c.connections()[0].connection_id
+    );
+    assert_ne!(
+        a.connections()[0].access_token,
+        b.connections()[0].access_token
+    );
     assert_eq!(directory_of(&a).await, directory_of(&b).await);
     for e in [a, b, c] {
         e.shutdown().await;
@@ -930,7 +1198,10 @@ async fn send_fires_one_signed_event() {
     .expect("the event is accepted");
     let deliveries = capture.deliveries();
     assert_eq!(deliveries.len(), 1);
-    verify(&Verifier::new(vec![WebhookSecret::parse(&secret).unwrap()], 300), &deliveries[0]);
+    verify(
+        &Verifier::new(vec![WebhookSecret::parse(&secret).unwrap()], 300),
+        &deliveries[0],
+    );
     let body = deliveries[0].json();
     assert_eq!(body["connection_id"], connection_id.as_str());
     assert!(body["data"]["individual_id"].is_string());
@@ -960,27 +1231,50 @@ async fn sandbox_connections_need_client_credentials() {
         .header("Finch-API-Version", VERSION)
         .header(
             "Authorization",
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("who:knows")),
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("who:knows")
+            ),
         )
         .json(&json!({"provider_id": "gusto"}))
         .send()
         .await
         .unwrap();
     let (status, body) = error_of(response).await;
-    assert_eq!((status, body["name"].as_str()), (401, Some("invalid_client_error")));
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (401, Some("invalid_client_error"))
+    );
 
-    let created = api.new_connection(json!({"provider_id": "gusto", "employee_size": 5})).await;
+    let created = api
+        .new_connection(json!({"provider_id": "gusto", "employee_size": 5}))
+        .await;
     let token = created["access_token"].as_str().unwrap();
-    let directory: Value = api.get(token, "/employer/directory").await.json().await.unwrap();
-    assert_eq!(directory["paging"]["count"], 5);
-    let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
-    let payments: Value = api
-        .get(token, &format!("/employer/payment?start_date=2000-01-01&end_date={today}"))
+    let directory: Value = api
+        .get(token, "/employer/directory")
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(payments.as_array().unwrap().len(), 1, "one payment, as Finch's sandbox makes");
+    assert_eq!(directory["paging"]["count"], 5);
+    let today = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    let payments: Value = api
+        .get(
+            token,
+            &format!("/employer/payment?start_date=2000-01-01&end_date={today}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        payments.as_array().unwrap().len(),
+        1,
+        "one payment, as Finch's sandbox makes"
+    );
     assert_eq!(payments[0]["pay_date"], today.as_str());
     emulator.shutdown().await;
 }

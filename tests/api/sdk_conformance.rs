@@ -106,16 +106,34 @@ async fn official_python_sdk_parses_every_response() {
     let token = created["access_token"].as_str().unwrap();
     for (method, path, body) in [
         (reqwest::Method::POST, "/sandbox/directory", json!([{}])),
-        (reqwest::Method::PUT, "/sandbox/company", json!({"legal_name": "Renamed LLC"})),
+        (
+            reqwest::Method::PUT,
+            "/sandbox/company",
+            json!({"legal_name": "Renamed LLC"}),
+        ),
         (reqwest::Method::POST, "/sandbox/payment", json!({})),
-        (reqwest::Method::POST, "/sandbox/jobs", json!({"type": "data_sync_all"})),
+        (
+            reqwest::Method::POST,
+            "/sandbox/jobs",
+            json!({"type": "data_sync_all"}),
+        ),
     ] {
-        let response = call(method, path).bearer_auth(token).json(&body).send().await.unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        let response = call(method, path)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
     }
     let deliveries = capture
         .wait_until("a job completion", |d| {
-            d.iter().any(|d| d.event_type() == "job.data_sync_all.completed")
+            d.iter()
+                .any(|d| d.event_type() == "job.data_sync_all.completed")
         })
         .await;
     let mut seen = std::collections::HashSet::new();
@@ -160,5 +178,8 @@ async fn official_python_sdk_parses_every_response() {
         "the SDK conformance script failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    assert!(stdout.contains("conformance: all SDK calls parsed"), "{stdout}");
+    assert!(
+        stdout.contains("conformance: all SDK calls parsed"),
+        "{stdout}"
+    );
 }
