@@ -419,11 +419,15 @@ async fn assisted_connection_answers_202_until_connected() {
     let updates = capture
         .wait_until("two account.updated events", |d| d.len() >= 2)
         .await;
-    let statuses: Vec<Value> = updates
+    // Delivery order is not guaranteed, as with Finch.
+    let statuses: HashSet<String> = updates
         .iter()
-        .map(|d| d.json()["data"]["status"].clone())
+        .map(|d| d.json()["data"]["status"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(statuses, vec![json!("pending"), json!("connected")]);
+    assert_eq!(
+        statuses,
+        HashSet::from(["pending".to_owned(), "connected".to_owned()])
+    );
     for update in &updates {
         let body = update.json();
         assert_eq!(body["event_type"], "account.updated");
@@ -1017,7 +1021,8 @@ async fn duplicate_rate_one_delivers_every_event_twice() {
 #[tokio::test]
 async fn jobs_run_one_at_a_time_within_the_hourly_quota() {
     let emulator = start(EmulatorConfig {
-        sync_duration: Duration::from_millis(300),
+        // Long enough that the second request surely finds the job still running.
+        sync_duration: Duration::from_secs(2),
         refreshes_per_hour: 1,
         ..test_config()
     })
