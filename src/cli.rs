@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
-use crate::{bench, ingress, shutdown, store, telemetry};
+use crate::{bench, emulator, ingress, shutdown, store, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +29,10 @@ pub enum Command {
     /// Measure a running instance.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run a local stand-in for the Finch API and its webhook delivery.
+    Emulator(emulator::EmulatorArgs),
+    /// Send one signed Finch webhook event to a URL, like the dashboard's Test button.
+    Send(emulator::SendArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +98,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Health(args) => health(&args.url).await,
         Command::Bench(command) => bench::run(command, &settings).await,
+        Command::Emulator(args) => emulator::run(args, shutdown::signal()).await,
+        Command::Send(args) => emulator::send(args).await,
     }
 }
 
