@@ -6,4 +6,5 @@ mod emulator;
 mod helpers;
 mod ingress;
 mod sdk_conformance;
+mod sdk_verify;
 mod traces;

@@ -29,8 +29,14 @@ fn run(command: &mut Command) -> Result<(), String> {
     }
 }
 
-/// A python with the SDK: `FINCH_SDK_PYTHON`, or a venv made once under the target dir.
-fn sdk_python() -> PathBuf {
+/// A python with the SDK: `FINCH_SDK_PYTHON`, or a venv made once under the
+/// target dir. Several tests may ask at once; only one builds the venv.
+pub fn sdk_python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(find_or_make_sdk_python).clone()
+}
+
+fn find_or_make_sdk_python() -> PathBuf {
     if let Some(python) = std::env::var_os("FINCH_SDK_PYTHON") {
         return PathBuf::from(python);
     }
