@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::helpers::*;
 use crate::sdk_conformance::sdk_python;
 
+#[derive(Clone)]
 struct Case {
     name: &'static str,
     event_id: String,
@@ -159,18 +160,8 @@ fn sdk_verdicts(cases: &[Case]) -> Vec<bool> {
 async fn ingress_and_official_sdk_agree_on_every_delivery() {
     let cases = cases();
     let sdk = {
-        let input: Vec<Case> = cases
-            .iter()
-            .map(|c| Case {
-                name: c.name,
-                event_id: c.event_id.clone(),
-                timestamp: c.timestamp.clone(),
-                signature: c.signature.clone(),
-                body: c.body.clone(),
-                authentic: c.authentic,
-            })
-            .collect();
-        tokio::task::spawn_blocking(move || sdk_verdicts(&input))
+        let cases = cases.clone();
+        tokio::task::spawn_blocking(move || sdk_verdicts(&cases))
             .await
             .unwrap()
     };
