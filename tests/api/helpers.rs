@@ -230,6 +230,36 @@ impl TestIngress {
         }
     }
 
+    /// A handle on an ingress running elsewhere (another process), for its client helpers.
+    pub fn remote(addr: SocketAddr, pool: PgPool) -> Self {
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            pool,
+            stop: None,
+            task: None,
+        }
+    }
+
+    /// Like [`TestIngress::deliver`], but a connection failure is an error, not a panic.
+    pub async fn try_deliver(&self, event_id: &str, body: &str) -> Result<u16, reqwest::Error> {
+        let secret = WebhookSecret::parse(SECRET).unwrap();
+        let timestamp = now();
+        let response = self
+            .client
+            .post(self.url("/webhooks/finch"))
+            .header("finch-event-id", event_id)
+            .header("finch-timestamp", timestamp.to_string())
+            .header(
+                "finch-signature",
+                secret.sign(event_id, timestamp, body.as_bytes()),
+            )
+            .body(body.to_owned())
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -7,4 +7,5 @@ mod helpers;
 mod ingress;
 mod sdk_conformance;
 mod sdk_verify;
+mod shutdown;
 mod traces;
