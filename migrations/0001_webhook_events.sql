@@ -14,6 +14,9 @@ CREATE TABLE webhook_events (
     body                bytea NOT NULL,
     -- Set when the broker confirmed the message; NULL rows are the outbox.
     published_at        timestamptz,
+    -- W3C trace context of the ingress request, carried into the AMQP message
+    -- so the worker's span continues the same trace.
+    traceparent         text,
     -- Set by the ingress for events routed straight to the dead-letter queue.
     dead_letter_reason  text,
     -- Lifecycle written by the worker and the dead-letter tooling.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
-use crate::{bench, dev, ingress, shutdown, store, telemetry, worker};
+use crate::{bench, dev, emulator, ingress, shutdown, store, telemetry, worker};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +36,10 @@ pub enum Command {
     Connections(worker::admin::ConnectionsCommand),
     /// Run emulator, ingress and worker together against local Postgres and RabbitMQ.
     Dev(dev::DevArgs),
+    /// Run a local stand-in for the Finch API and its webhook delivery.
+    Emulator(emulator::EmulatorArgs),
+    /// Send one signed Finch webhook event to a URL, like the dashboard's Test button.
+    Send(emulator::SendArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +113,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Connections(command) => worker::admin::run(command, &settings).await,
         Command::Dev(args) => dev::run(args, settings).await,
+        Command::Emulator(args) => emulator::run(args, shutdown::signal()).await,
+        Command::Send(args) => emulator::send(args).await,
     }
 }
 

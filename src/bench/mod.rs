@@ -1,6 +1,7 @@
 //! Benchmarks that drive a running instance and print figures.
 
 pub mod ingress;
+pub mod sync;
 
 use crate::config::Settings;
 
@@ -8,10 +9,13 @@ use crate::config::Settings;
 pub enum BenchCommand {
     /// Drive signed events at a running `serve` and print throughput, latency and a balance check.
     Ingress(ingress::IngressBenchArgs),
+    /// Drive the worker against the emulator: Finch requests, 429s and time to a correct copy.
+    Sync(sync::SyncArgs),
 }
 
 pub async fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingress(args) => ingress::run(args, settings).await,
+        BenchCommand::Sync(args) => sync::run(args, settings).await,
     }
 }

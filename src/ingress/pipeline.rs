@@ -241,6 +241,7 @@ fn outgoing(event: &NewEvent) -> OutgoingEvent {
         connection_id: event.connection_id.clone(),
         body: event.body.clone(),
         dead_letter_reason: event.dead_letter_reason.map(str::to_owned),
+        traceparent: event.traceparent.clone(),
     }
 }
 
@@ -424,6 +425,7 @@ impl UnpublishedEvent {
             connection_id: self.connection_id,
             body: self.body.into(),
             dead_letter_reason: self.dead_letter_reason,
+            traceparent: self.traceparent,
         }
     }
 }

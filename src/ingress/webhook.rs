@@ -17,6 +17,8 @@ use crate::metrics::ReasonLabel;
 use crate::queue::UNPARSEABLE;
 use crate::store::events::NewEvent;
 use crate::store::StoreError;
+use crate::telemetry;
+use tracing::Instrument as _;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Receipt {
@@ -38,7 +40,25 @@ pub async fn receive(
     body: Body,
 ) -> Result<Json<Receipt>> {
     let started = Instant::now();
-    let result = receive_inner(&state, &headers, body).await;
+    let span = tracing::info_span!(
+        "webhook",
+        otel.kind = "server",
+        otel.name = "POST /webhooks/finch",
+        http.request.method = "POST",
+        http.route = "/webhooks/finch",
+        http.response.status_code = tracing::field::Empty,
+        event_id = tracing::field::Empty,
+        event_type = tracing::field::Empty,
+        connection_id = tracing::field::Empty,
+    );
+    let result = receive_inner(&state, &headers, body)
+        .instrument(span.clone())
+        .await;
+    let status = match &result {
+        Ok(_) => 200,
+        Err(error) => error.status().as_u16(),
+    };
+    span.record("http.response.status_code", status);
     let outcome = match &result {
         Ok(receipt) if receipt.status == ReceiptStatus::Duplicate => "duplicate",
         Ok(receipt) if receipt.dead_letter_reason.is_some() => "unparseable",
@@ -71,7 +91,7 @@ async fn receive_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Res
     let verified = state
         .verifier
         .verify(headers, &body, now)
-        .map_err(|error| {
+        .inspect_err(|error| {
             state
                 .metrics
                 .verification_failures
@@ -80,7 +100,6 @@ async fn receive_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Res
                 })
                 .inc();
             tracing::info!(reason = error.code(), "webhook refused");
-            error
         })?;
 
     let envelope = Envelope::parse(&body);
@@ -88,6 +107,14 @@ async fn receive_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Res
     let (event_type, connection_id) = envelope
         .map(|e| (Some(e.event_type), e.connection_id))
         .unwrap_or_default();
+    let span = tracing::Span::current();
+    span.record("event_id", verified.event_id.as_str());
+    if let Some(event_type) = &event_type {
+        span.record("event_type", event_type.as_str());
+    }
+    if let Some(connection_id) = &connection_id {
+        span.record("connection_id", connection_id.as_str());
+    }
     let event = NewEvent {
         event_id: verified.event_id,
         event_type,
@@ -95,16 +122,17 @@ async fn receive_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Res
         finch_timestamp: verified.timestamp,
         body,
         dead_letter_reason,
+        traceparent: telemetry::traceparent_of(&span),
     };
-    let span = tracing::debug_span!(
-        "webhook",
-        event_id = %event.event_id,
-        event_type = event.event_type.as_deref().unwrap_or(""),
-        connection_id = event.connection_id.as_deref().unwrap_or(""),
+    let commit = tracing::info_span!(
+        "commit webhook_events",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation.name = "INSERT",
+        db.collection.name = "webhook_events",
     );
-    let _entered = span.enter();
 
-    match state.intake.submit(event).await {
+    match state.intake.submit(event).instrument(commit).await {
         Ok(Stored::New) => {
             if dead_letter_reason.is_some() {
                 tracing::warn!(

@@ -8,7 +8,10 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 
+use tracing::Instrument as _;
+
 use super::{headers, short, string, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
+use crate::telemetry::{self, TRACEPARENT};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -22,6 +25,8 @@ pub struct OutgoingEvent {
     pub body: Bytes,
     /// Events with a reason go to the dead-letter exchange instead of the work exchange.
     pub dead_letter_reason: Option<String>,
+    /// Trace context of the delivery; the publish span becomes its child.
+    pub traceparent: Option<String>,
 }
 
 impl OutgoingEvent {
@@ -33,8 +38,11 @@ impl OutgoingEvent {
         }
     }
 
-    fn properties(&self) -> BasicProperties {
+    fn properties(&self, traceparent: Option<String>) -> BasicProperties {
         let mut table = FieldTable::default();
+        if let Some(traceparent) = traceparent {
+            table.insert(TRACEPARENT.into(), string(&traceparent));
+        }
         if let Some(connection_id) = &self.connection_id {
             table.insert(headers::CONNECTION_ID.into(), string(connection_id));
         }
@@ -87,8 +95,22 @@ impl Publisher {
     /// results are in the order of `events`.
     pub async fn publish_all(&self, events: &[OutgoingEvent]) -> Vec<Result<(), PublishError>> {
         let mut confirms = Vec::with_capacity(events.len());
+        // One producer span per event, in the event's trace, open until its confirm.
+        let mut spans = Vec::with_capacity(events.len());
         for event in events {
             let (exchange, routing_key) = event.destination();
+            let span = tracing::info_span!(
+                "publish",
+                otel.kind = "producer",
+                otel.name = format!("{exchange} publish"),
+                messaging.system = "rabbitmq",
+                messaging.destination.name = exchange,
+                messaging.rabbitmq.destination.routing_key = routing_key,
+                event_id = %event.event_id,
+            );
+            telemetry::continue_trace(&span, event.traceparent.as_deref());
+            let traceparent =
+                telemetry::traceparent_of(&span).or_else(|| event.traceparent.clone());
             let sent = self
                 .channel
                 .basic_publish(
@@ -99,20 +121,25 @@ impl Publisher {
                         ..BasicPublishOptions::default()
                     },
                     &event.body,
-                    event.properties(),
+                    event.properties(traceparent),
                 )
+                .instrument(span.clone())
                 .await;
             confirms.push(sent);
+            spans.push(span);
         }
-        join_all(confirms.into_iter().map(|sent| async move {
-            let confirmation = sent?.await?;
-            if confirmation.is_nack() {
-                return Err(PublishError::Nacked);
+        join_all(confirms.into_iter().zip(spans).map(|(sent, span)| {
+            async move {
+                let confirmation = sent?.await?;
+                if confirmation.is_nack() {
+                    return Err(PublishError::Nacked);
+                }
+                if confirmation.take_message().is_some() {
+                    return Err(PublishError::Unroutable);
+                }
+                Ok(())
             }
-            if confirmation.take_message().is_some() {
-                return Err(PublishError::Unroutable);
-            }
-            Ok(())
+            .instrument(span)
         }))
         .await
     }

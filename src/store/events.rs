@@ -18,6 +18,8 @@ pub struct NewEvent {
     pub body: Bytes,
     /// Set when the event goes straight to the dead-letter queue.
     pub dead_letter_reason: Option<&'static str>,
+    /// Trace context of the request that delivered it.
+    pub traceparent: Option<String>,
 }
 
 /// A stored event that still has to reach RabbitMQ.
@@ -28,6 +30,7 @@ pub struct UnpublishedEvent {
     pub connection_id: Option<String>,
     pub body: Vec<u8>,
     pub dead_letter_reason: Option<String>,
+    pub traceparent: Option<String>,
 }
 
 /// Inserts a batch in one statement and one commit; returns the ids that were
@@ -44,6 +47,7 @@ pub async fn insert_batch(
     let mut timestamps = Vec::with_capacity(events.len());
     let mut bodies = Vec::with_capacity(events.len());
     let mut reasons = Vec::with_capacity(events.len());
+    let mut traceparents = Vec::with_capacity(events.len());
     for event in events {
         ids.push(event.event_id.as_str());
         types.push(event.event_type.as_deref());
@@ -51,13 +55,14 @@ pub async fn insert_batch(
         timestamps.push(event.finch_timestamp as f64);
         bodies.push(event.body.as_ref());
         reasons.push(event.dead_letter_reason);
+        traceparents.push(event.traceparent.as_deref());
     }
     let inserted: Vec<String> = sqlx::query_scalar(
         "INSERT INTO webhook_events
-             (event_id, event_type, connection_id, finch_timestamp, body, dead_letter_reason)
-         SELECT id, type, connection, to_timestamp(ts), body, reason
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::bytea[], $6::text[])
-              AS batch(id, type, connection, ts, body, reason)
+             (event_id, event_type, connection_id, finch_timestamp, body, dead_letter_reason, traceparent)
+         SELECT id, type, connection, to_timestamp(ts), body, reason, trace
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[], $5::bytea[], $6::text[], $7::text[])
+              AS batch(id, type, connection, ts, body, reason, trace)
          ON CONFLICT (event_id) DO NOTHING
          RETURNING event_id",
     )
@@ -67,6 +72,7 @@ pub async fn insert_batch(
     .bind(&timestamps)
     .bind(&bodies)
     .bind(&reasons)
+    .bind(&traceparents)
     .fetch_all(pool)
     .await?;
     Ok(inserted.into_iter().collect())
@@ -91,7 +97,7 @@ pub async fn unpublished(
     limit: i64,
 ) -> Result<Vec<UnpublishedEvent>, StoreError> {
     let rows = sqlx::query_as(
-        "SELECT event_id, event_type, connection_id, body, dead_letter_reason
+        "SELECT event_id, event_type, connection_id, body, dead_letter_reason, traceparent
          FROM webhook_events
          WHERE published_at IS NULL AND received_at <= now() - make_interval(secs => $1)
          ORDER BY received_at, event_id

@@ -217,6 +217,7 @@ pub async fn queue_resync(amqp_url: &str, connection_id: &str) -> anyhow::Result
         connection_id: Some(connection_id.to_owned()),
         body: Bytes::from(body.to_string()),
         dead_letter_reason: None,
+        traceparent: None,
     };
     let result = publisher.publish_all(std::slice::from_ref(&event)).await;
     connection.close(200, "queued".into()).await.ok();

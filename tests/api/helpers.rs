@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use finch_webhooks::config::Settings;
@@ -13,11 +13,14 @@ use finch_webhooks::ingress::{Application, Clock};
 use finch_webhooks::signature::{signature_header, WebhookSecret};
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use sqlx::{Connection as _, PgPool};
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Postgres server the tests create their databases on.
 pub fn postgres_server_url() -> String {
@@ -44,6 +47,26 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Spans of every test in this binary, collected in memory. A process-wide
+/// subscriber is used because per-thread subscribers miss spans whose
+/// callsites another thread already cached as uninteresting; tests tell
+/// their spans apart by trace id.
+pub fn collected_spans() -> &'static InMemorySpanExporter {
+    static SPANS: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
+    let (exporter, _provider) = SPANS.get_or_init(|| {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        tracing_subscriber::registry()
+            .with(finch_webhooks::telemetry::layer_for(&provider))
+            .try_init()
+            .ok();
+        (exporter, provider)
+    });
+    exporter
+}
+
 /// An isolated database and vhost, removed when dropped.
 pub struct TestEnv {
     pub database_url: String,
@@ -54,6 +77,7 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> Self {
+        collected_spans();
         let database = unique("fw_test");
         let vhost = unique("fw_test");
         let database_url = format!("{}/{database}", postgres_server_url());
@@ -204,6 +228,36 @@ impl TestIngress {
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// A handle on an ingress running elsewhere (another process), for its client helpers.
+    pub fn remote(addr: SocketAddr, pool: PgPool) -> Self {
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            pool,
+            stop: None,
+            task: None,
+        }
+    }
+
+    /// Like [`TestIngress::deliver`], but a connection failure is an error, not a panic.
+    pub async fn try_deliver(&self, event_id: &str, body: &str) -> Result<u16, reqwest::Error> {
+        let secret = WebhookSecret::parse(SECRET).unwrap();
+        let timestamp = now();
+        let response = self
+            .client
+            .post(self.url("/webhooks/finch"))
+            .header("finch-event-id", event_id)
+            .header("finch-timestamp", timestamp.to_string())
+            .header(
+                "finch-signature",
+                secret.sign(event_id, timestamp, body.as_bytes()),
+            )
+            .body(body.to_owned())
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
     }
 
     pub fn url(&self, path: &str) -> String {

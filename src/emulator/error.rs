@@ -1,0 +1,196 @@
+//! Finch's error schema (`code`, `name`, `finch_code`, `message`) and the
+//! errors the emulator answers with.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub name: &'static str,
+    pub finch_code: Option<&'static str>,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        name: &'static str,
+        finch_code: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            name,
+            finch_code,
+            message: message.into(),
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        let mut body = json!({
+            "code": self.status.as_u16(),
+            "name": self.name,
+            "message": self.message,
+        });
+        if let Some(code) = self.finch_code {
+            body["finch_code"] = json!(code);
+        }
+        body
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            Some("invalid_request"),
+            message,
+        )
+    }
+
+    pub fn missing_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized_request_error",
+            None,
+            "The access token is missing from the Authorization header",
+        )
+    }
+
+    pub fn invalid_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token_error",
+            None,
+            "The access token is invalid",
+        )
+    }
+
+    pub fn invalid_client() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client_error",
+            None,
+            "The client credentials are invalid",
+        )
+    }
+
+    pub fn invalid_grant() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant_error",
+            None,
+            "The authorization code is invalid",
+        )
+    }
+
+    pub fn reauthenticate() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            Some("reauthenticate_user"),
+            "Please reauthenticate user",
+        )
+    }
+
+    pub fn account_setup_required() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            Some("account_setup_required"),
+            "The user needs to connect their employment system",
+        )
+    }
+
+    pub fn permissions() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "error_permissions",
+            Some("insufficient_account_permissions"),
+            "The third-party admin account lacks the permissions this request needs",
+        )
+    }
+
+    pub fn insufficient_scope(product: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope_error",
+            None,
+            format!("The access token does not have the `{product}` product"),
+        )
+    }
+
+    /// Assisted connections answer this until Finch has set them up.
+    pub fn authorization_pending() -> Self {
+        Self::new(
+            StatusCode::ACCEPTED,
+            "authorization_pending",
+            Some("pending"),
+            "Authorization to this company's data is pending",
+        )
+    }
+
+    pub fn not_found(finch_code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            Some(finch_code),
+            message,
+        )
+    }
+
+    pub fn rate_limited() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded_error",
+            Some("finch_application_rl"),
+            "Too many requests for token",
+        )
+    }
+
+    pub fn server_error() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            None,
+            "Internal server error",
+        )
+    }
+
+    pub fn upstream() -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway_error",
+            Some("upstream_provider_error"),
+            "The upstream provider returned an unexpected error",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+/// Per-item error inside a 200 batch response.
+pub fn item_not_found(finch_code: &'static str, what: &str, id: &str) -> Value {
+    ApiError::not_found(
+        finch_code,
+        format!("The {what} with id '{id}' could not be found"),
+    )
+    .body()
+}
+
+/// The per-item 202 of a payment whose statements are still being fetched.
+/// Its message is a literal in the SDK's types, so it must match exactly.
+pub fn data_sync_in_progress() -> Value {
+    json!({
+        "code": 202,
+        "name": "accepted",
+        "finch_code": "data_sync_in_progress",
+        "message": "The pay statements for this payment are being fetched. Please check back later.",
+    })
+}

@@ -1,0 +1,96 @@
+//! Counters behind `GET /_emulator/stats`: benchmarks read their figures here.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// "METHOD /route/{template}" -> status -> count.
+    requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
+    rate_limited: Mutex<BTreeMap<String, u64>>,
+    pub(crate) faults_500: AtomicU64,
+    pub(crate) faults_502: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) events_emitted: AtomicU64,
+    pub(crate) deliveries_attempted: AtomicU64,
+    pub(crate) webhooks_delivered: AtomicU64,
+    pub(crate) webhooks_retried: AtomicU64,
+    pub(crate) webhooks_failed: AtomicU64,
+    pub(crate) webhooks_duplicated: AtomicU64,
+}
+
+/// A point-in-time copy of the counters, as `/_emulator/stats` serves it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    /// Requests by "METHOD /route" and HTTP status.
+    pub requests: BTreeMap<String, BTreeMap<u16, u64>>,
+    /// 429s served in total.
+    pub rate_limited: u64,
+    /// 429s served per Finch product (`company`, `directory`, ...).
+    pub rate_limited_by_product: BTreeMap<String, u64>,
+    pub injected_500: u64,
+    pub injected_502: u64,
+    /// Data syncs that ran (successful or not).
+    pub syncs: u64,
+    pub webhooks: WebhookStats,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookStats {
+    /// Events produced, counted once per target.
+    pub emitted: u64,
+    /// HTTP attempts made, first tries and retries.
+    pub attempts: u64,
+    /// Attempts answered with 2xx.
+    pub delivered: u64,
+    /// Attempts that were retries of an earlier failure.
+    pub retried: u64,
+    /// Events given up on after the whole retry schedule.
+    pub failed: u64,
+    /// Extra copies sent because of `--duplicate-rate`.
+    pub duplicated: u64,
+}
+
+impl Stats {
+    pub fn record_request(&self, route: String, status: u16) {
+        let mut requests = self.requests.lock().expect("stats lock");
+        *requests
+            .entry(route)
+            .or_default()
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    pub fn record_rate_limited(&self, product: &str) {
+        let mut limited = self.rate_limited.lock().expect("stats lock");
+        *limited.entry(product.to_owned()).or_default() += 1;
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let by_product = self.rate_limited.lock().expect("stats lock").clone();
+        StatsSnapshot {
+            requests: self.requests.lock().expect("stats lock").clone(),
+            rate_limited: by_product.values().sum(),
+            rate_limited_by_product: by_product,
+            injected_500: load(&self.faults_500),
+            injected_502: load(&self.faults_502),
+            syncs: load(&self.syncs),
+            webhooks: WebhookStats {
+                emitted: load(&self.events_emitted),
+                attempts: load(&self.deliveries_attempted),
+                delivered: load(&self.webhooks_delivered),
+                retried: load(&self.webhooks_retried),
+                failed: load(&self.webhooks_failed),
+                duplicated: load(&self.webhooks_duplicated),
+            },
+        }
+    }
+}
