@@ -351,3 +351,361 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
         "deleting twice announces once"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Against the emulator
+// ---------------------------------------------------------------------------
+
+use finch_webhooks::emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use finch_webhooks::queue::{OutgoingEvent, Publisher};
+use finch_webhooks::store::events::NewEvent;
+
+const VERSION: &str = "2020-09-17";
+
+/// An emulator, a worker pointed at it, and the emulator's connections registered.
+struct Scene {
+    env: TestEnv,
+    emulator: RunningEmulator,
+    pool: PgPool,
+    amqp: lapin::Connection,
+}
+
+impl Scene {
+    async fn new(config: EmulatorConfig) -> Self {
+        let env = TestEnv::new().await;
+        let amqp = env.amqp().await;
+        let pool = env.pool().await;
+        let emulator = Emulator::start(config).await.expect("emulator starts");
+        let scene = Self { env, emulator, pool, amqp };
+        let settings = scene.settings(&[]);
+        let config = settings.worker().unwrap();
+        let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
+        for seeded in scene.emulator.connections() {
+            let token = secrecy::SecretString::from(seeded.access_token.clone());
+            finch_webhooks::worker::admin::add(&scene.pool, &config.token_key, &finch, &token)
+                .await
+                .expect("connection registers");
+        }
+        scene
+    }
+
+    fn settings(&self, overrides: &[(&str, &str)]) -> Settings {
+        worker_settings(&self.env, self.emulator.base_url(), overrides)
+    }
+
+    fn connection(&self, index: usize) -> (String, String) {
+        let seeded = &self.emulator.connections()[index];
+        (seeded.connection_id.clone(), seeded.access_token.clone())
+    }
+
+    async fn finch(&self, method: reqwest::Method, path: &str, token: &str, body: serde_json::Value) -> serde_json::Value {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.emulator.base_url()))
+            .header("Finch-API-Version", VERSION)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Publishes events as the ingress would, with their `webhook_events` rows.
+    async fn publish(&self, events: &[(&str, &str, serde_json::Value)]) -> Vec<String> {
+        let publisher = Publisher::open(&self.amqp).await.unwrap();
+        let mut stored = Vec::new();
+        let mut outgoing = Vec::new();
+        for (event_type, connection_id, data) in events {
+            let event_id = unique("evt");
+            let body = bytes::Bytes::from(
+                json!({"connection_id": connection_id, "event_type": event_type, "data": data}).to_string(),
+            );
+            stored.push(NewEvent {
+                event_id: event_id.clone(),
+                event_type: Some((*event_type).to_owned()),
+                connection_id: Some((*connection_id).to_owned()),
+                finch_timestamp: crate::helpers::now(),
+                body: body.clone(),
+                dead_letter_reason: None,
+                traceparent: None,
+            });
+            outgoing.push(OutgoingEvent {
+                event_id,
+                event_type: Some((*event_type).to_owned()),
+                connection_id: Some((*connection_id).to_owned()),
+                body,
+                dead_letter_reason: None,
+                traceparent: None,
+            });
+        }
+        finch_webhooks::store::events::insert_batch(&self.pool, &stored).await.unwrap();
+        for result in publisher.publish_all(&outgoing).await {
+            result.unwrap();
+        }
+        outgoing.into_iter().map(|event| event.event_id).collect()
+    }
+
+    async fn all_processed(&self, ids: &[String]) {
+        for id in ids {
+            eventually(Duration::from_secs(60), "every event is processed", || async {
+                event_state(&self.pool, id).await.0
+            })
+            .await;
+        }
+    }
+
+    fn employer_requests(&self, route: &str) -> u64 {
+        self.emulator
+            .stats()
+            .requests
+            .get(route)
+            .map_or(0, |statuses| statuses.values().sum())
+    }
+}
+
+async fn stored(pool: &PgPool, table: &str, connection_id: &str) -> std::collections::HashMap<String, serde_json::Value> {
+    sqlx::query_as::<_, (String, serde_json::Value)>(&format!(
+        "SELECT individual_id, data FROM {table} WHERE connection_id = $1 AND deleted_at IS NULL"
+    ))
+    .bind(connection_id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+#[tokio::test]
+async fn a_sandbox_change_flows_from_webhook_to_the_copy_and_is_announced() {
+    let env = TestEnv::new().await;
+    let ingress = TestIngress::start(&env, &[]).await;
+    let emulator = Emulator::start(EmulatorConfig {
+        connections: 1,
+        employees: 5,
+        webhook_urls: vec![ingress.url("/webhooks/finch")],
+        webhook_secrets: vec![crate::helpers::SECRET.to_owned()],
+        sync_duration: Duration::from_millis(100),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let amqp = env.amqp().await;
+    let channel = amqp.create_channel().await.unwrap();
+    let subscriber = unique("subscriber");
+    channel
+        .queue_declare(subscriber.as_str().into(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(subscriber.as_str().into(), "finch.synced".into(), "company.*".into(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    let settings = worker_settings(&env, emulator.base_url(), &[]);
+    let config = settings.worker().unwrap();
+    let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
+    let seeded = &emulator.connections()[0];
+    let token = secrecy::SecretString::from(seeded.access_token.clone());
+    finch_webhooks::worker::admin::add(&ingress.pool, &config.token_key, &finch, &token).await.unwrap();
+    finch_webhooks::worker::admin::queue_resync(&env.amqp_url, &seeded.connection_id).await.unwrap();
+    let worker = TestWorker::start(settings).await;
+    let pool = ingress.pool.clone();
+    eventually(Duration::from_secs(30), "the full sync fills the copy", || async {
+        stored(&pool, "finch_employments", &seeded.connection_id).await.len() == 5
+    })
+    .await;
+
+    let client = reqwest::Client::new();
+    let put = |path: &str, body: serde_json::Value| {
+        client
+            .request(reqwest::Method::PUT, format!("{}{path}", emulator.base_url()))
+            .header("Finch-API-Version", VERSION)
+            .bearer_auth(&seeded.access_token)
+            .json(&body)
+    };
+    put("/sandbox/company", json!({"legal_name": "Renamed Inc"})).send().await.unwrap().error_for_status().unwrap();
+    emulator.sync(&seeded.connection_id).unwrap();
+    eventually(Duration::from_secs(30), "the new name reaches finch_company", || async {
+        sqlx::query_scalar::<_, Option<String>>("SELECT data->>'legal_name' FROM finch_company")
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+            .flatten()
+            .as_deref()
+            == Some("Renamed Inc")
+    })
+    .await;
+    eventually(Duration::from_secs(10), "a company.updated notification", || async {
+        take_all(&amqp, &subscriber)
+            .await
+            .iter()
+            .any(|m| m.delivery.routing_key.as_str() == "company.updated")
+    })
+    .await;
+    let processed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_events WHERE event_type = 'company.updated' AND processed_at IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(processed >= 1);
+    worker.stop().await;
+    ingress.stop().await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn out_of_order_and_duplicate_events_give_the_same_data_as_finch_serves() {
+    let scene = Scene::new(EmulatorConfig { connections: 1, employees: 6, ..EmulatorConfig::default() }).await;
+    let (connection_id, token) = scene.connection(0);
+    let directory = scene.finch(reqwest::Method::GET, "/employer/directory", &token, json!(null)).await;
+    let ids: Vec<String> = directory["individuals"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
+    let worker = TestWorker::start(scene.settings(&[])).await;
+    let mut events = Vec::new();
+    // Updates before creations, every event twice, and a deletion for someone who exists.
+    for id in ids.iter().rev() {
+        for event_type in ["employment.updated", "employment.created", "employment.updated", "employment.deleted"] {
+            events.push((event_type, connection_id.as_str(), json!({"individual_id": id})));
+        }
+    }
+    let mut twice = events.clone();
+    twice.extend(events);
+    let published = scene.publish(&twice).await;
+    scene.all_processed(&published).await;
+    let served = scene
+        .finch(reqwest::Method::POST, "/employer/employment", &token, json!({"requests": ids.iter().map(|id| json!({"individual_id": id})).collect::<Vec<_>>()}))
+        .await;
+    let expected: std::collections::HashMap<String, serde_json::Value> = served["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["individual_id"].as_str().unwrap().to_owned(), r["body"].clone()))
+        .collect();
+    assert_eq!(stored(&scene.pool, "finch_employments", &connection_id).await, expected);
+    assert!(scene.employer_requests("POST /employer/employment") <= 3, "48 events coalesce into a request or two");
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn pay_statements_still_syncing_answer_202_and_are_retried_until_they_land() {
+    let scene = Scene::new(EmulatorConfig {
+        connections: 1,
+        employees: 3,
+        pay_statement_delay: Duration::from_secs(3),
+        sync_duration: Duration::from_millis(50),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (connection_id, token) = scene.connection(0);
+    let created = scene.finch(reqwest::Method::POST, "/sandbox/payment", &token, json!({})).await;
+    let payment_id = created["payment_id"].as_str().unwrap().to_owned();
+    scene.emulator.sync(&connection_id).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let worker = TestWorker::start(scene.settings(&[])).await;
+    let ids = scene
+        .publish(&[("pay_statement.created", &connection_id, json!({"payment_id": payment_id}))])
+        .await;
+    scene.all_processed(&ids).await;
+    let (_, _, attempts) = event_state(&scene.pool, &ids[0]).await;
+    assert!(attempts >= 2, "the first attempt met a 202 (attempts {attempts})");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM finch_pay_statements WHERE payment_id = $1")
+        .bind(&payment_id)
+        .fetch_one(&scene.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn reauthenticate_user_parks_the_connection_and_dead_letters_without_a_retry_loop() {
+    let scene = Scene::new(EmulatorConfig { connections: 1, employees: 2, ..EmulatorConfig::default() }).await;
+    let (connection_id, token) = scene.connection(0);
+    scene
+        .finch(reqwest::Method::PUT, "/sandbox/connections/accounts", &token, json!({"connection_status": "reauth"}))
+        .await;
+    let worker = TestWorker::start(scene.settings(&[])).await;
+    let first = scene.publish(&[("company.updated", &connection_id, json!(null))]).await;
+    eventually(Duration::from_secs(20), "the event is dead-lettered", || async {
+        event_state(&scene.pool, &first[0]).await.1.is_some()
+    })
+    .await;
+    let messages = take_all(&scene.amqp, DEAD_LETTER_QUEUE).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(header_text(&messages[0], "dead_letter_reason").as_deref(), Some("reauthenticate_user"));
+    assert_eq!(header_text(&messages[0], "finch_code").as_deref(), Some("reauthenticate_user"));
+    assert!(matches!(header(&messages[0], "http_status"), Some(AMQPValue::LongLongInt(401))));
+    assert!(header_text(&messages[0], "finch_request_id").is_some());
+    let status: String = sqlx::query_scalar("SELECT status FROM connections WHERE connection_id = $1")
+        .bind(&connection_id)
+        .fetch_one(&scene.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "reauth");
+    // Later events for the parked connection cost no request.
+    let before = scene.employer_requests("GET /employer/company");
+    let later = scene.publish(&[("company.updated", &connection_id, json!(null))]).await;
+    scene.all_processed(&later).await;
+    assert_eq!(scene.employer_requests("GET /employer/company"), before);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
+    let scene = Scene::new(EmulatorConfig {
+        connections: 1,
+        employees: 10,
+        latency: Duration::from_secs(2),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (connection_id, token) = scene.connection(0);
+    let worker = TestWorker::start(scene.settings(&[("coalesce_window_ms", "50")])).await;
+    let directory = scene.finch(reqwest::Method::GET, "/employer/directory", &token, json!(null)).await;
+    let ids: Vec<String> = directory["individuals"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
+    let events: Vec<_> = ids.iter().map(|id| ("individual.updated", connection_id.as_str(), json!({"individual_id": id}))).collect();
+    let published = scene.publish(&events).await;
+    // The batch request is in flight (the emulator answers after 2 s).
+    eventually(Duration::from_secs(10), "the batch request is sent", || async {
+        !scene.emulator.stats().requests.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.kill();
+    let replacement = TestWorker::start(scene.settings(&[])).await;
+    scene.all_processed(&published).await;
+    assert_eq!(stored(&scene.pool, "finch_individuals", &connection_id).await.len(), ids.len());
+    let processed_twice: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE attempts > 1")
+        .fetch_one(&scene.pool)
+        .await
+        .unwrap();
+    assert_eq!(processed_twice, 0, "a redelivery after a crash is a fresh attempt, not a failure");
+    replacement.stop().await;
+}
+
+#[tokio::test]
+async fn two_workers_share_one_rate_budget_and_never_see_a_429() {
+    // Finch's limit scaled down to 5 individual requests a minute.
+    let scene = Scene::new(EmulatorConfig { connections: 10, employees: 1, rate_limit_scale: 0.25, ..EmulatorConfig::default() }).await;
+    let limits = [("rate_limit_individual", "5")];
+    let mut events = Vec::new();
+    for index in 0..10 {
+        let (connection_id, _) = scene.connection(index);
+        // Any id will do: the request is what is counted (an unknown one is a 404 item).
+        let id = uuid::Uuid::new_v4().to_string();
+        events.push(("individual.updated", connection_id, json!({"individual_id": id})));
+    }
+    let a = TestWorker::start(scene.settings(&limits)).await;
+    let b = TestWorker::start(scene.settings(&limits)).await;
+    let events: Vec<_> = events.iter().map(|(t, c, d)| (*t, c.as_str(), d.clone())).collect();
+    scene.publish(&events).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let sent = scene.employer_requests("POST /employer/individual");
+    assert_eq!(sent, 5, "the two workers together spend exactly the budget");
+    assert_eq!(scene.emulator.stats().rate_limited, 0);
+    a.stop().await;
+    b.stop().await;
+}
