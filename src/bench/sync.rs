@@ -77,7 +77,12 @@ struct Stage {
     budget: RateBudget,
 }
 
-async fn stage(args: &SyncArgs, settings: &Settings, connections: usize, employees: usize) -> anyhow::Result<Stage> {
+async fn stage(
+    args: &SyncArgs,
+    settings: &Settings,
+    connections: usize,
+    employees: usize,
+) -> anyhow::Result<Stage> {
     let emulator = Emulator::start(EmulatorConfig {
         connections,
         employees,
@@ -90,7 +95,9 @@ async fn stage(args: &SyncArgs, settings: &Settings, connections: usize, employe
     let mut url = url::Url::parse(&settings.database_url()?)?;
     url.set_path(&format!("finch_bench_{}", uuid::Uuid::new_v4().simple()));
     let database_url = url.to_string();
-    let scale = |limit: u32| ((f64::from(limit) * args.rate_limit_scale).round().max(1.0) as u32).to_string();
+    let scale = |limit: u32| {
+        ((f64::from(limit) * args.rate_limit_scale).round().max(1.0) as u32).to_string()
+    };
     let overrides: Vec<(String, String)> = vec![
         ("database_url".into(), database_url.clone()),
         ("finch_api_base_url".into(), emulator.base_url().to_owned()),
@@ -104,7 +111,10 @@ async fn stage(args: &SyncArgs, settings: &Settings, connections: usize, employe
         ("rate_limit_pay_statement".into(), scale(12)),
         ("amqp_url".into(), settings.amqp_url()?),
     ];
-    let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let overrides: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let settings = Settings::with_overrides(&overrides)?;
     let config = settings.worker()?;
     let pool = crate::store::connect(&database_url, 4).await?;
@@ -140,18 +150,29 @@ impl Stage {
 
     async fn directory_ids(&self, index: usize) -> anyhow::Result<Vec<String>> {
         self.paid(Product::Directory).await;
-        let page = self.finch.directory_page(&self.token(index), 10_000, 0).await?;
+        let page = self
+            .finch
+            .directory_page(&self.token(index), 10_000, 0)
+            .await?;
         Ok(page.body["individuals"]
             .as_array()
-            .map(|list| list.iter().filter_map(|i| i["id"].as_str().map(str::to_owned)).collect())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|i| i["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
     async fn finish(self) {
         self.emulator.shutdown().await;
         self.pool.close().await;
-        if let Ok(mut admin) = crate::store::connect(&self.settings.database_url, 1).await.map(|p| p) {
-            let name = url::Url::parse(&self.database_url).map(|u| u.path().trim_start_matches('/').to_owned());
+        if let Ok(mut admin) = crate::store::connect(&self.settings.database_url, 1)
+            .await
+            .map(|p| p)
+        {
+            let name = url::Url::parse(&self.database_url)
+                .map(|u| u.path().trim_start_matches('/').to_owned());
             if let Ok(name) = name {
                 sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                     .execute(&admin)
@@ -188,7 +209,12 @@ struct Outcome {
 
 /// Publishes `events` as the ingress would and runs `workers` workers until
 /// every event is processed or dead-lettered.
-async fn drive(args: &SyncArgs, stage: &Stage, events: Vec<Event>, workers: usize) -> anyhow::Result<Outcome> {
+async fn drive(
+    args: &SyncArgs,
+    stage: &Stage,
+    events: Vec<Event>,
+    workers: usize,
+) -> anyhow::Result<Outcome> {
     let mut running = Vec::new();
     for _ in 0..workers {
         let app = worker::Application::build(stage.settings.worker()?).await?;
@@ -257,10 +283,13 @@ async fn drive(args: &SyncArgs, stage: &Stage, events: Vec<Event>, workers: usiz
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let last: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT max(processed_at) FROM webhook_events")
-        .fetch_one(&stage.pool)
-        .await?;
-    let elapsed = last.map_or(started.elapsed(), |last| (last - started_at).to_std().unwrap_or_default());
+    let last: Option<DateTime<Utc>> =
+        sqlx::query_scalar("SELECT max(processed_at) FROM webhook_events")
+            .fetch_one(&stage.pool)
+            .await?;
+    let elapsed = last.map_or(started.elapsed(), |last| {
+        (last - started_at).to_std().unwrap_or_default()
+    });
     let waits: Vec<Duration> = sqlx::query_scalar::<_, f64>(
         "SELECT extract(epoch FROM max(processed_at) - $1)::float8 FROM webhook_events
          WHERE processed_at IS NOT NULL GROUP BY connection_id",
@@ -295,7 +324,13 @@ async fn drive(args: &SyncArgs, stage: &Stage, events: Vec<Event>, workers: usiz
 }
 
 /// Compares stored rows with what Finch serves now; returns mismatches.
-async fn compare(pool: &PgPool, table: &str, connection_id: &str, key: &str, expected: HashMap<String, Value>) -> anyhow::Result<usize> {
+async fn compare(
+    pool: &PgPool,
+    table: &str,
+    connection_id: &str,
+    key: &str,
+    expected: HashMap<String, Value>,
+) -> anyhow::Result<usize> {
     let rows: Vec<(String, Value)> = sqlx::query_as(&format!(
         "SELECT {key}, data FROM {table} WHERE connection_id = $1 AND deleted_at IS NULL"
     ))
@@ -309,7 +344,10 @@ async fn compare(pool: &PgPool, table: &str, connection_id: &str, key: &str, exp
             mismatches += 1;
         }
     }
-    mismatches += stored.keys().filter(|id| !expected.contains_key(*id)).count();
+    mismatches += stored
+        .keys()
+        .filter(|id| !expected.contains_key(*id))
+        .count();
     Ok(mismatches)
 }
 
@@ -325,7 +363,14 @@ fn batch_bodies(body: &Value, id_key: &str) -> HashMap<String, Value> {
         .unwrap_or_default()
 }
 
-fn render(name: &str, outcome: &Outcome, lower_bound: u64, target: &str, mismatches: usize, total: usize) -> String {
+fn render(
+    name: &str,
+    outcome: &Outcome,
+    lower_bound: u64,
+    target: &str,
+    mismatches: usize,
+    total: usize,
+) -> String {
     let made: u64 = outcome.requests.values().sum();
     let mut routes: Vec<_> = outcome.requests.iter().collect();
     routes.sort();
@@ -355,7 +400,10 @@ async fn payrun(args: &SyncArgs, settings: &Settings) -> anyhow::Result<String> 
         .error_for_status()?
         .json()
         .await?;
-    let payment_id = created["payment_id"].as_str().unwrap_or_default().to_owned();
+    let payment_id = created["payment_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let pay_date = created["pay_date"].clone();
     stage.emulator.sync(&connection_id)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -373,8 +421,12 @@ async fn payrun(args: &SyncArgs, settings: &Settings) -> anyhow::Result<String> 
     let total = events.len();
     let outcome = drive(args, &stage, events, 1).await?;
     stage.paid(Product::PayStatement).await;
-    let statements = stage.finch.pay_statements(&token, &[(payment_id.clone(), 0)], 10_000).await?;
-    let expected: HashMap<String, Value> = statements.body["responses"][0]["body"]["pay_statements"]
+    let statements = stage
+        .finch
+        .pay_statements(&token, &[(payment_id.clone(), 0)], 10_000)
+        .await?;
+    let expected: HashMap<String, Value> = statements.body["responses"][0]["body"]
+        ["pay_statements"]
         .as_array()
         .map(|list| {
             list.iter()
@@ -389,10 +441,16 @@ async fn payrun(args: &SyncArgs, settings: &Settings) -> anyhow::Result<String> 
     .fetch_all(&stage.pool)
     .await?;
     let stored: HashMap<String, Value> = rows.into_iter().collect();
-    let mismatches = expected.iter().filter(|(k, v)| stored.get(*k) != Some(v)).count()
+    let mismatches = expected
+        .iter()
+        .filter(|(k, v)| stored.get(*k) != Some(v))
+        .count()
         + stored.len().saturating_sub(expected.len());
     let report = render(
-        &format!("1. payrun: 1 payment.created + {} pay_statement.created", people.len()),
+        &format!(
+            "1. payrun: 1 payment.created + {} pay_statement.created",
+            people.len()
+        ),
         &outcome,
         2,
         "<= 3",
@@ -409,7 +467,11 @@ async fn first_sync(args: &SyncArgs, settings: &Settings) -> anyhow::Result<Stri
     let people = stage.directory_ids(0).await?;
     let mut events = Vec::new();
     for individual in &people {
-        for event_type in ["directory.created", "individual.created", "employment.created"] {
+        for event_type in [
+            "directory.created",
+            "individual.created",
+            "employment.created",
+        ] {
             events.push(Event {
                 event_type,
                 connection_id: connection_id.clone(),
@@ -425,18 +487,48 @@ async fn first_sync(args: &SyncArgs, settings: &Settings) -> anyhow::Result<Stri
     let directory = stage.finch.directory_page(&token, 10_000, 0).await?;
     let expected: HashMap<String, Value> = directory.body["individuals"]
         .as_array()
-        .map(|l| l.iter().filter_map(|i| Some((i["id"].as_str()?.to_owned(), i.clone()))).collect())
+        .map(|l| {
+            l.iter()
+                .filter_map(|i| Some((i["id"].as_str()?.to_owned(), i.clone())))
+                .collect()
+        })
         .unwrap_or_default();
-    mismatches += compare(&stage.pool, "finch_directory", &connection_id, "individual_id", expected).await?;
-    for (product, table) in [(Product::Individual, "finch_individuals"), (Product::Employment, "finch_employments")] {
+    mismatches += compare(
+        &stage.pool,
+        "finch_directory",
+        &connection_id,
+        "individual_id",
+        expected,
+    )
+    .await?;
+    for (product, table) in [
+        (Product::Individual, "finch_individuals"),
+        (Product::Employment, "finch_employments"),
+    ] {
         stage.paid(product).await;
-        let response = stage.finch.individuals_batch(product, &token, &people).await?;
+        let response = stage
+            .finch
+            .individuals_batch(product, &token, &people)
+            .await?;
         let expected = batch_bodies(&response.body, "individual_id");
-        mismatches += compare(&stage.pool, table, &connection_id, "individual_id", expected).await?;
+        mismatches += compare(
+            &stage.pool,
+            table,
+            &connection_id,
+            "individual_id",
+            expected,
+        )
+        .await?;
     }
-    let pages = people.len().div_ceil(stage.settings.directory_page_size as usize).max(1) as u64;
+    let pages = people
+        .len()
+        .div_ceil(stage.settings.directory_page_size as usize)
+        .max(1) as u64;
     let report = render(
-        &format!("2. first sync: directory/individual/employment.created x {}", people.len()),
+        &format!(
+            "2. first sync: directory/individual/employment.created x {}",
+            people.len()
+        ),
         &outcome,
         2 + pages,
         &format!("<= {} (6 + {pages} directory pages)", 6 + pages),
@@ -447,7 +539,11 @@ async fn first_sync(args: &SyncArgs, settings: &Settings) -> anyhow::Result<Stri
     Ok(report)
 }
 
-async fn many_connections(args: &SyncArgs, settings: &Settings, workers: usize) -> anyhow::Result<String> {
+async fn many_connections(
+    args: &SyncArgs,
+    settings: &Settings,
+    workers: usize,
+) -> anyhow::Result<String> {
     let stage = stage(args, settings, args.connections, args.per_connection).await?;
     let mut people = Vec::new();
     for index in 0..args.connections {
@@ -476,7 +572,14 @@ async fn many_connections(args: &SyncArgs, settings: &Settings, workers: usize) 
             .individuals_batch(Product::Individual, &stage.token(index), &people[index])
             .await?;
         let expected = batch_bodies(&response.body, "individual_id");
-        mismatches += compare(&stage.pool, "finch_individuals", &seeded.connection_id, "individual_id", expected).await?;
+        mismatches += compare(
+            &stage.pool,
+            "finch_individuals",
+            &seeded.connection_id,
+            "individual_id",
+            expected,
+        )
+        .await?;
     }
     let mut waits = outcome.waits.clone();
     waits.sort();
@@ -484,7 +587,10 @@ async fn many_connections(args: &SyncArgs, settings: &Settings, workers: usize) 
     let max = waits.last().copied().unwrap_or_default();
     let min = waits.first().copied().unwrap_or_default();
     let name = if workers == 1 {
-        format!("3. {} connections x {} individual.updated, interleaved", args.connections, args.per_connection)
+        format!(
+            "3. {} connections x {} individual.updated, interleaved",
+            args.connections, args.per_connection
+        )
     } else {
         format!("4. scenario 3 with {workers} workers sharing the budget")
     };

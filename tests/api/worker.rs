@@ -376,7 +376,12 @@ impl Scene {
         let amqp = env.amqp().await;
         let pool = env.pool().await;
         let emulator = Emulator::start(config).await.expect("emulator starts");
-        let scene = Self { env, emulator, pool, amqp };
+        let scene = Self {
+            env,
+            emulator,
+            pool,
+            amqp,
+        };
         let settings = scene.settings(&[]);
         let config = settings.worker().unwrap();
         let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
@@ -398,7 +403,13 @@ impl Scene {
         (seeded.connection_id.clone(), seeded.access_token.clone())
     }
 
-    async fn finch(&self, method: reqwest::Method, path: &str, token: &str, body: serde_json::Value) -> serde_json::Value {
+    async fn finch(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
         reqwest::Client::new()
             .request(method, format!("{}{path}", self.emulator.base_url()))
             .header("Finch-API-Version", VERSION)
@@ -422,7 +433,8 @@ impl Scene {
         for (event_type, connection_id, data) in events {
             let event_id = unique("evt");
             let body = bytes::Bytes::from(
-                json!({"connection_id": connection_id, "event_type": event_type, "data": data}).to_string(),
+                json!({"connection_id": connection_id, "event_type": event_type, "data": data})
+                    .to_string(),
             );
             stored.push(NewEvent {
                 event_id: event_id.clone(),
@@ -442,7 +454,9 @@ impl Scene {
                 traceparent: None,
             });
         }
-        finch_webhooks::store::events::insert_batch(&self.pool, &stored).await.unwrap();
+        finch_webhooks::store::events::insert_batch(&self.pool, &stored)
+            .await
+            .unwrap();
         for result in publisher.publish_all(&outgoing).await {
             result.unwrap();
         }
@@ -451,9 +465,11 @@ impl Scene {
 
     async fn all_processed(&self, ids: &[String]) {
         for id in ids {
-            eventually(Duration::from_secs(60), "every event is processed", || async {
-                event_state(&self.pool, id).await.0
-            })
+            eventually(
+                Duration::from_secs(60),
+                "every event is processed",
+                || async { event_state(&self.pool, id).await.0 },
+            )
             .await;
         }
     }
@@ -467,7 +483,11 @@ impl Scene {
     }
 }
 
-async fn stored(pool: &PgPool, table: &str, connection_id: &str) -> std::collections::HashMap<String, serde_json::Value> {
+async fn stored(
+    pool: &PgPool,
+    table: &str,
+    connection_id: &str,
+) -> std::collections::HashMap<String, serde_json::Value> {
     sqlx::query_as::<_, (String, serde_json::Value)>(&format!(
         "SELECT individual_id, data FROM {table} WHERE connection_id = $1 AND deleted_at IS NULL"
     ))
@@ -497,11 +517,21 @@ async fn a_sandbox_change_flows_from_webhook_to_the_copy_and_is_announced() {
     let channel = amqp.create_channel().await.unwrap();
     let subscriber = unique("subscriber");
     channel
-        .queue_declare(subscriber.as_str().into(), Default::default(), Default::default())
+        .queue_declare(
+            subscriber.as_str().into(),
+            Default::default(),
+            Default::default(),
+        )
         .await
         .unwrap();
     channel
-        .queue_bind(subscriber.as_str().into(), "finch.synced".into(), "company.*".into(), Default::default(), Default::default())
+        .queue_bind(
+            subscriber.as_str().into(),
+            "finch.synced".into(),
+            "company.*".into(),
+            Default::default(),
+            Default::default(),
+        )
         .await
         .unwrap();
     let settings = worker_settings(&env, emulator.base_url(), &[]);
@@ -509,41 +539,68 @@ async fn a_sandbox_change_flows_from_webhook_to_the_copy_and_is_announced() {
     let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
     let seeded = &emulator.connections()[0];
     let token = secrecy::SecretString::from(seeded.access_token.clone());
-    finch_webhooks::worker::admin::add(&ingress.pool, &config.token_key, &finch, &token).await.unwrap();
-    finch_webhooks::worker::admin::queue_resync(&env.amqp_url, &seeded.connection_id).await.unwrap();
+    finch_webhooks::worker::admin::add(&ingress.pool, &config.token_key, &finch, &token)
+        .await
+        .unwrap();
+    finch_webhooks::worker::admin::queue_resync(&env.amqp_url, &seeded.connection_id)
+        .await
+        .unwrap();
     let worker = TestWorker::start(settings).await;
     let pool = ingress.pool.clone();
-    eventually(Duration::from_secs(30), "the full sync fills the copy", || async {
-        stored(&pool, "finch_employments", &seeded.connection_id).await.len() == 5
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the full sync fills the copy",
+        || async {
+            stored(&pool, "finch_employments", &seeded.connection_id)
+                .await
+                .len()
+                == 5
+        },
+    )
     .await;
 
     let client = reqwest::Client::new();
     let put = |path: &str, body: serde_json::Value| {
         client
-            .request(reqwest::Method::PUT, format!("{}{path}", emulator.base_url()))
+            .request(
+                reqwest::Method::PUT,
+                format!("{}{path}", emulator.base_url()),
+            )
             .header("Finch-API-Version", VERSION)
             .bearer_auth(&seeded.access_token)
             .json(&body)
     };
-    put("/sandbox/company", json!({"legal_name": "Renamed Inc"})).send().await.unwrap().error_for_status().unwrap();
+    put("/sandbox/company", json!({"legal_name": "Renamed Inc"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
     emulator.sync(&seeded.connection_id).unwrap();
-    eventually(Duration::from_secs(30), "the new name reaches finch_company", || async {
-        sqlx::query_scalar::<_, Option<String>>("SELECT data->>'legal_name' FROM finch_company")
-            .fetch_optional(&pool)
-            .await
-            .unwrap()
-            .flatten()
-            .as_deref()
-            == Some("Renamed Inc")
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the new name reaches finch_company",
+        || async {
+            sqlx::query_scalar::<_, Option<String>>("SELECT data->>'legal_name' FROM finch_company")
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+                .flatten()
+                .as_deref()
+                == Some("Renamed Inc")
+        },
+    )
     .await;
-    eventually(Duration::from_secs(10), "a company.updated notification", || async {
-        take_all(&amqp, &subscriber)
-            .await
-            .iter()
-            .any(|m| m.delivery.routing_key.as_str() == "company.updated")
-    })
+    eventually(
+        Duration::from_secs(10),
+        "a company.updated notification",
+        || async {
+            take_all(&amqp, &subscriber)
+                .await
+                .iter()
+                .any(|m| m.delivery.routing_key.as_str() == "company.updated")
+        },
+    )
     .await;
     let processed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM webhook_events WHERE event_type = 'company.updated' AND processed_at IS NOT NULL",
@@ -559,16 +616,42 @@ async fn a_sandbox_change_flows_from_webhook_to_the_copy_and_is_announced() {
 
 #[tokio::test]
 async fn out_of_order_and_duplicate_events_give_the_same_data_as_finch_serves() {
-    let scene = Scene::new(EmulatorConfig { connections: 1, employees: 6, ..EmulatorConfig::default() }).await;
+    let scene = Scene::new(EmulatorConfig {
+        connections: 1,
+        employees: 6,
+        ..EmulatorConfig::default()
+    })
+    .await;
     let (connection_id, token) = scene.connection(0);
-    let directory = scene.finch(reqwest::Method::GET, "/employer/directory", &token, json!(null)).await;
-    let ids: Vec<String> = directory["individuals"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
+    let directory = scene
+        .finch(
+            reqwest::Method::GET,
+            "/employer/directory",
+            &token,
+            json!(null),
+        )
+        .await;
+    let ids: Vec<String> = directory["individuals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
     let worker = TestWorker::start(scene.settings(&[])).await;
     let mut events = Vec::new();
     // Updates before creations, every event twice, and a deletion for someone who exists.
     for id in ids.iter().rev() {
-        for event_type in ["employment.updated", "employment.created", "employment.updated", "employment.deleted"] {
-            events.push((event_type, connection_id.as_str(), json!({"individual_id": id})));
+        for event_type in [
+            "employment.updated",
+            "employment.created",
+            "employment.updated",
+            "employment.deleted",
+        ] {
+            events.push((
+                event_type,
+                connection_id.as_str(),
+                json!({"individual_id": id}),
+            ));
         }
     }
     let mut twice = events.clone();
@@ -582,10 +665,21 @@ async fn out_of_order_and_duplicate_events_give_the_same_data_as_finch_serves() 
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["individual_id"].as_str().unwrap().to_owned(), r["body"].clone()))
+        .map(|r| {
+            (
+                r["individual_id"].as_str().unwrap().to_owned(),
+                r["body"].clone(),
+            )
+        })
         .collect();
-    assert_eq!(stored(&scene.pool, "finch_employments", &connection_id).await, expected);
-    assert!(scene.employer_requests("POST /employer/employment") <= 3, "48 events coalesce into a request or two");
+    assert_eq!(
+        stored(&scene.pool, "finch_employments", &connection_id).await,
+        expected
+    );
+    assert!(
+        scene.employer_requests("POST /employer/employment") <= 3,
+        "48 events coalesce into a request or two"
+    );
     worker.stop().await;
 }
 
@@ -600,54 +694,90 @@ async fn pay_statements_still_syncing_answer_202_and_are_retried_until_they_land
     })
     .await;
     let (connection_id, token) = scene.connection(0);
-    let created = scene.finch(reqwest::Method::POST, "/sandbox/payment", &token, json!({})).await;
+    let created = scene
+        .finch(reqwest::Method::POST, "/sandbox/payment", &token, json!({}))
+        .await;
     let payment_id = created["payment_id"].as_str().unwrap().to_owned();
     scene.emulator.sync(&connection_id).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let worker = TestWorker::start(scene.settings(&[])).await;
     let ids = scene
-        .publish(&[("pay_statement.created", &connection_id, json!({"payment_id": payment_id}))])
+        .publish(&[(
+            "pay_statement.created",
+            &connection_id,
+            json!({"payment_id": payment_id}),
+        )])
         .await;
     scene.all_processed(&ids).await;
     let (_, _, attempts) = event_state(&scene.pool, &ids[0]).await;
-    assert!(attempts >= 2, "the first attempt met a 202 (attempts {attempts})");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM finch_pay_statements WHERE payment_id = $1")
-        .bind(&payment_id)
-        .fetch_one(&scene.pool)
-        .await
-        .unwrap();
+    assert!(
+        attempts >= 2,
+        "the first attempt met a 202 (attempts {attempts})"
+    );
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM finch_pay_statements WHERE payment_id = $1")
+            .bind(&payment_id)
+            .fetch_one(&scene.pool)
+            .await
+            .unwrap();
     assert_eq!(count, 3);
     worker.stop().await;
 }
 
 #[tokio::test]
 async fn reauthenticate_user_parks_the_connection_and_dead_letters_without_a_retry_loop() {
-    let scene = Scene::new(EmulatorConfig { connections: 1, employees: 2, ..EmulatorConfig::default() }).await;
+    let scene = Scene::new(EmulatorConfig {
+        connections: 1,
+        employees: 2,
+        ..EmulatorConfig::default()
+    })
+    .await;
     let (connection_id, token) = scene.connection(0);
     scene
-        .finch(reqwest::Method::PUT, "/sandbox/connections/accounts", &token, json!({"connection_status": "reauth"}))
+        .finch(
+            reqwest::Method::PUT,
+            "/sandbox/connections/accounts",
+            &token,
+            json!({"connection_status": "reauth"}),
+        )
         .await;
     let worker = TestWorker::start(scene.settings(&[])).await;
-    let first = scene.publish(&[("company.updated", &connection_id, json!(null))]).await;
-    eventually(Duration::from_secs(20), "the event is dead-lettered", || async {
-        event_state(&scene.pool, &first[0]).await.1.is_some()
-    })
+    let first = scene
+        .publish(&[("company.updated", &connection_id, json!(null))])
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the event is dead-lettered",
+        || async { event_state(&scene.pool, &first[0]).await.1.is_some() },
+    )
     .await;
     let messages = take_all(&scene.amqp, DEAD_LETTER_QUEUE).await;
     assert_eq!(messages.len(), 1);
-    assert_eq!(header_text(&messages[0], "dead_letter_reason").as_deref(), Some("reauthenticate_user"));
-    assert_eq!(header_text(&messages[0], "finch_code").as_deref(), Some("reauthenticate_user"));
-    assert!(matches!(header(&messages[0], "http_status"), Some(AMQPValue::LongLongInt(401))));
+    assert_eq!(
+        header_text(&messages[0], "dead_letter_reason").as_deref(),
+        Some("reauthenticate_user")
+    );
+    assert_eq!(
+        header_text(&messages[0], "finch_code").as_deref(),
+        Some("reauthenticate_user")
+    );
+    assert!(matches!(
+        header(&messages[0], "http_status"),
+        Some(AMQPValue::LongLongInt(401))
+    ));
     assert!(header_text(&messages[0], "finch_request_id").is_some());
-    let status: String = sqlx::query_scalar("SELECT status FROM connections WHERE connection_id = $1")
-        .bind(&connection_id)
-        .fetch_one(&scene.pool)
-        .await
-        .unwrap();
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM connections WHERE connection_id = $1")
+            .bind(&connection_id)
+            .fetch_one(&scene.pool)
+            .await
+            .unwrap();
     assert_eq!(status, "reauth");
     // Later events for the parked connection cost no request.
     let before = scene.employer_requests("GET /employer/company");
-    let later = scene.publish(&[("company.updated", &connection_id, json!(null))]).await;
+    let later = scene
+        .publish(&[("company.updated", &connection_id, json!(null))])
+        .await;
     scene.all_processed(&later).await;
     assert_eq!(scene.employer_requests("GET /employer/company"), before);
     worker.stop().await;
@@ -664,43 +794,88 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
     .await;
     let (connection_id, token) = scene.connection(0);
     let worker = TestWorker::start(scene.settings(&[("coalesce_window_ms", "50")])).await;
-    let directory = scene.finch(reqwest::Method::GET, "/employer/directory", &token, json!(null)).await;
-    let ids: Vec<String> = directory["individuals"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
-    let events: Vec<_> = ids.iter().map(|id| ("individual.updated", connection_id.as_str(), json!({"individual_id": id}))).collect();
+    let directory = scene
+        .finch(
+            reqwest::Method::GET,
+            "/employer/directory",
+            &token,
+            json!(null),
+        )
+        .await;
+    let ids: Vec<String> = directory["individuals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    let events: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            (
+                "individual.updated",
+                connection_id.as_str(),
+                json!({"individual_id": id}),
+            )
+        })
+        .collect();
     let published = scene.publish(&events).await;
     // The batch request is in flight (the emulator answers after 2 s).
-    eventually(Duration::from_secs(10), "the batch request is sent", || async {
-        !scene.emulator.stats().requests.is_empty()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the batch request is sent",
+        || async { !scene.emulator.stats().requests.is_empty() },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     worker.kill();
     let replacement = TestWorker::start(scene.settings(&[])).await;
     scene.all_processed(&published).await;
-    assert_eq!(stored(&scene.pool, "finch_individuals", &connection_id).await.len(), ids.len());
-    let processed_twice: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE attempts > 1")
-        .fetch_one(&scene.pool)
-        .await
-        .unwrap();
-    assert_eq!(processed_twice, 0, "a redelivery after a crash is a fresh attempt, not a failure");
+    assert_eq!(
+        stored(&scene.pool, "finch_individuals", &connection_id)
+            .await
+            .len(),
+        ids.len()
+    );
+    let processed_twice: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE attempts > 1")
+            .fetch_one(&scene.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        processed_twice, 0,
+        "a redelivery after a crash is a fresh attempt, not a failure"
+    );
     replacement.stop().await;
 }
 
 #[tokio::test]
 async fn two_workers_share_one_rate_budget_and_never_see_a_429() {
     // Finch's limit scaled down to 5 individual requests a minute.
-    let scene = Scene::new(EmulatorConfig { connections: 10, employees: 1, rate_limit_scale: 0.25, ..EmulatorConfig::default() }).await;
+    let scene = Scene::new(EmulatorConfig {
+        connections: 10,
+        employees: 1,
+        rate_limit_scale: 0.25,
+        ..EmulatorConfig::default()
+    })
+    .await;
     let limits = [("rate_limit_individual", "5")];
     let mut events = Vec::new();
     for index in 0..10 {
         let (connection_id, _) = scene.connection(index);
         // Any id will do: the request is what is counted (an unknown one is a 404 item).
         let id = uuid::Uuid::new_v4().to_string();
-        events.push(("individual.updated", connection_id, json!({"individual_id": id})));
+        events.push((
+            "individual.updated",
+            connection_id,
+            json!({"individual_id": id}),
+        ));
     }
     let a = TestWorker::start(scene.settings(&limits)).await;
     let b = TestWorker::start(scene.settings(&limits)).await;
-    let events: Vec<_> = events.iter().map(|(t, c, d)| (*t, c.as_str(), d.clone())).collect();
+    let events: Vec<_> = events
+        .iter()
+        .map(|(t, c, d)| (*t, c.as_str(), d.clone()))
+        .collect();
     scene.publish(&events).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let sent = scene.employer_requests("POST /employer/individual");
@@ -708,4 +883,227 @@ async fn two_workers_share_one_rate_budget_and_never_see_a_429() {
     assert_eq!(scene.emulator.stats().rate_limited, 0);
     a.stop().await;
     b.stop().await;
+}
+
+async fn count(pool: &PgPool, sql: &str, connection_id: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .bind(connection_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_event_type_does_what_the_table_says() {
+    let scene = Scene::new(EmulatorConfig {
+        connections: 1,
+        employees: 3,
+        pay_statement_delay: Duration::ZERO,
+        sync_duration: Duration::from_millis(50),
+        history_start: (Utc::now() - chrono::Duration::days(40)).date_naive(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (connection_id, token) = scene.connection(0);
+    let conn = connection_id.as_str();
+    let worker = TestWorker::start(scene.settings(&[])).await;
+
+    // account.updated (connected): status from /introspect, then a full sync.
+    let ids = scene
+        .publish(&[("account.updated", conn, json!({"status": "connected"}))])
+        .await;
+    scene.all_processed(&ids).await;
+    let pool = &scene.pool;
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM finch_company WHERE connection_id = $1",
+            conn
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM finch_directory WHERE connection_id = $1",
+            conn
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM finch_individuals WHERE connection_id = $1",
+            conn
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM finch_employments WHERE connection_id = $1",
+            conn
+        )
+        .await,
+        3
+    );
+    let payments = count(
+        pool,
+        "SELECT count(*) FROM finch_payments WHERE connection_id = $1",
+        conn,
+    )
+    .await;
+    assert!(payments >= 1);
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM finch_pay_statements WHERE connection_id = $1",
+            conn
+        )
+        .await,
+        payments * 3
+    );
+
+    // job.data_sync_all.completed: the job is read and recorded, then a full sync.
+    let job_id = scene.emulator.sync(conn).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids = scene
+        .publish(&[(
+            "job.data_sync_all.completed",
+            conn,
+            json!({"job_id": job_id, "job_url": "https://elsewhere.example/jobs/x"}),
+        )])
+        .await;
+    scene.all_processed(&ids).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM finch_jobs WHERE job_id = $1")
+        .bind(&job_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "complete");
+
+    // payment.* and pay_statement.*: a new payrun.
+    let created = scene
+        .finch(reqwest::Method::POST, "/sandbox/payment", &token, json!({}))
+        .await;
+    let payment_id = created["payment_id"].as_str().unwrap().to_owned();
+    scene.emulator.sync(conn).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids = scene
+        .publish(&[
+            (
+                "payment.created",
+                conn,
+                json!({"payment_id": payment_id, "pay_date": created["pay_date"]}),
+            ),
+            (
+                "pay_statement.created",
+                conn,
+                json!({"payment_id": payment_id}),
+            ),
+        ])
+        .await;
+    scene.all_processed(&ids).await;
+    let stored_payment: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM finch_payments WHERE payment_id = $1")
+            .bind(&payment_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(stored_payment, 1);
+
+    // company.updated, directory.*: refetched.
+    scene
+        .finch(
+            reqwest::Method::PUT,
+            "/sandbox/company",
+            &token,
+            json!({"legal_name": "Table Row Inc"}),
+        )
+        .await;
+    scene
+        .finch(
+            reqwest::Method::POST,
+            "/sandbox/directory",
+            &token,
+            json!([{}]),
+        )
+        .await;
+    scene.emulator.sync(conn).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids = scene
+        .publish(&[
+            ("company.updated", conn, json!(null)),
+            ("directory.created", conn, json!({"individual_id": "x"})),
+        ])
+        .await;
+    scene.all_processed(&ids).await;
+    let name: String = sqlx::query_scalar(
+        "SELECT data->>'legal_name' FROM finch_company WHERE connection_id = $1",
+    )
+    .bind(conn)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(name, "Table Row Inc");
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM finch_directory WHERE connection_id = $1",
+            conn
+        )
+        .await,
+        4
+    );
+
+    // individual.deleted for someone Finch no longer knows: deleted_at set.
+    let gone = stored(pool, "finch_individuals", conn)
+        .await
+        .into_keys()
+        .next()
+        .unwrap();
+    sqlx::query("UPDATE finch_individuals SET individual_id = 'ghost' WHERE individual_id = $1")
+        .bind(&gone)
+        .execute(pool)
+        .await
+        .unwrap();
+    let ids = scene
+        .publish(&[(
+            "individual.deleted",
+            conn,
+            json!({"individual_id": "ghost"}),
+        )])
+        .await;
+    scene.all_processed(&ids).await;
+    let deleted: bool = sqlx::query_scalar(
+        "SELECT deleted_at IS NOT NULL FROM finch_individuals WHERE individual_id = 'ghost'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(deleted);
+
+    // job.benefit_*: read from the manual jobs endpoint (the emulator knows no
+    // manual jobs, so Finch's 404 dead-letters it as a client error).
+    let ids = scene
+        .publish(&[(
+            "job.benefit_enroll.completed",
+            conn,
+            json!({"job_id": "b1"}),
+        )])
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the benefit job event is settled",
+        || async { event_state(pool, &ids[0]).await.1.is_some() },
+    )
+    .await;
+    assert_eq!(
+        event_state(pool, &ids[0]).await.1.as_deref(),
+        Some("finch_client_error")
+    );
+    worker.stop().await;
 }
