@@ -167,20 +167,18 @@ impl Stage {
     async fn finish(self) {
         self.emulator.shutdown().await;
         self.pool.close().await;
-        if let Ok(mut admin) = crate::store::connect(&self.settings.database_url, 1)
-            .await
-            .map(|p| p)
-        {
-            let name = url::Url::parse(&self.database_url)
-                .map(|u| u.path().trim_start_matches('/').to_owned());
-            if let Ok(name) = name {
-                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .execute(&admin)
-                    .await
-                    .ok();
-            }
+        let Ok(mut admin_url) = url::Url::parse(&self.database_url) else {
+            return;
+        };
+        let name = admin_url.path().trim_start_matches('/').to_owned();
+        // Dropped from another database: one cannot drop the one connected to.
+        admin_url.set_path("postgres");
+        if let Ok(admin) = crate::store::connect(admin_url.as_str(), 1).await {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&admin)
+                .await
+                .ok();
             admin.close().await;
-            let _ = &mut admin;
         }
     }
 }
