@@ -235,7 +235,8 @@ impl FinchClient {
                 .map(str::to_owned)
         };
         let request_id = header("finch-request-id");
-        tracing::debug!(
+        // Few by design (the rate budget caps them), and Finch support asks for the id.
+        tracing::info!(
             endpoint = label,
             status = status.as_u16(),
             finch_request_id = request_id.as_deref().unwrap_or(""),
