@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
-use crate::{bench, ingress, shutdown, store, telemetry};
+use crate::{bench, dlq, ingress, shutdown, store, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +29,12 @@ pub enum Command {
     /// Measure a running instance.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Inspect, replay and purge the events that could not be processed.
+    #[command(subcommand)]
+    Dlq(dlq::cli::DlqCommand),
+    /// Look up stored events.
+    #[command(subcommand)]
+    Events(dlq::cli::EventsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +100,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Health(args) => health(&args.url).await,
         Command::Bench(command) => bench::run(command, &settings).await,
+        Command::Dlq(command) => dlq::cli::run_dlq(command, &settings).await,
+        Command::Events(command) => dlq::cli::run_events(command, &settings).await,
     }
 }
 
