@@ -133,6 +133,39 @@ fn ids(messages: &[lapin::message::BasicGetMessage]) -> Vec<String> {
         .collect()
 }
 
+/// Takes every message of `queue` and returns their ids; faster than
+/// `take_all` for thousands of messages, since it does not ask one at a time.
+async fn drain_ids(amqp: &lapin::Connection, queue: &str) -> Vec<String> {
+    let count = queue_len(amqp, queue).await as usize;
+    let channel = amqp.create_channel().await.unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::with_capacity(count);
+    while ids.len() < count {
+        let delivery = consumer.next().await.unwrap().unwrap();
+        ids.push(
+            delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    channel.close(200, "drained".into()).await.ok();
+    ids
+}
+
 fn filter(params: FilterParams) -> dlq::Filter {
     params.resolve(chrono::Utc::now()).unwrap()
 }
@@ -585,6 +618,7 @@ async fn dlq_replay_rate_is_honoured_within_ten_percent() {
         .unwrap();
     let span = times[COUNT - 1] - times[0];
     let observed = (COUNT - 1) as f64 / span.as_secs_f64();
+    println!("--rate {RATE}: observed {observed:.1} msg/s at the work queue");
     assert!(
         (observed - f64::from(RATE)).abs() <= f64::from(RATE) * 0.1,
         "observed {observed:.1} msg/s for --rate {RATE}"
