@@ -208,7 +208,11 @@ impl AdminState {
     }
 }
 
-/// List dead-lettered messages (never bodies) and counts by reason.
+/// Messages listed by `GET /admin/dlq` when the request sets no limit.
+const LIST_DEFAULT_LIMIT: usize = 1_000;
+
+/// List dead-lettered messages (never bodies) and counts by reason; at most
+/// 1,000 messages unless `limit` says otherwise.
 #[utoipa::path(
     get,
     path = "/admin/dlq",
@@ -226,7 +230,10 @@ async fn list_dlq(
     State(state): State<AdminState>,
     query: Result<Query<FilterParams>, QueryRejection>,
 ) -> Result<Json<Listing>, AdminError> {
-    let Query(params) = query.map_err(invalid_body)?;
+    let Query(mut params) = query.map_err(invalid_body)?;
+    // Counts always cover every match; the lines are capped so that a deep
+    // DLQ does not turn into a response of hundreds of megabytes.
+    params.limit = params.limit.or(Some(LIST_DEFAULT_LIMIT));
     let filter = params.resolve(chrono::Utc::now())?;
     let listing = state
         .with_broker(move |connection, _| async move { dlq::list(&connection, &filter).await })
