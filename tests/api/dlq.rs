@@ -673,9 +673,7 @@ async fn dlq_replay_killed_midway_loses_nothing_and_a_second_run_finishes() {
         },
     )
     .await;
-    let processed: HashSet<String> = ids(&take_all(&amqp, WORK_QUEUE).await)
-        .into_iter()
-        .collect();
+    let processed: HashSet<String> = drain_ids(&amqp, WORK_QUEUE).await.into_iter().collect();
     let listing = dlq::list(&amqp, &dlq::Filter::default()).await.unwrap();
     let waiting: HashSet<String> = listing
         .messages
@@ -698,9 +696,7 @@ async fn dlq_replay_killed_midway_loses_nothing_and_a_second_run_finishes() {
     let (ok, _, err) = run(&env, &["dlq", "replay"]).await;
     assert!(ok, "{err}");
     assert_eq!(queue_len(&amqp, DEAD_LETTER_QUEUE).await, 0);
-    let finished: HashSet<String> = ids(&take_all(&amqp, WORK_QUEUE).await)
-        .into_iter()
-        .collect();
+    let finished: HashSet<String> = drain_ids(&amqp, WORK_QUEUE).await.into_iter().collect();
     assert_eq!(
         finished, waiting,
         "the second run replays exactly what was left"
