@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
-use crate::{bench, emulator, ingress, shutdown, store, telemetry};
+use crate::{bench, dlq, emulator, ingress, shutdown, store, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +33,12 @@ pub enum Command {
     Emulator(emulator::EmulatorArgs),
     /// Send one signed Finch webhook event to a URL, like the dashboard's Test button.
     Send(emulator::SendArgs),
+    /// Inspect, replay and purge the events that could not be processed.
+    #[command(subcommand)]
+    Dlq(dlq::cli::DlqCommand),
+    /// Look up stored events.
+    #[command(subcommand)]
+    Events(dlq::cli::EventsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +106,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Bench(command) => bench::run(command, &settings).await,
         Command::Emulator(args) => emulator::run(args, shutdown::signal()).await,
         Command::Send(args) => emulator::send(args).await,
+        Command::Dlq(command) => dlq::cli::run_dlq(command, &settings).await,
+        Command::Events(command) => dlq::cli::run_events(command, &settings).await,
     }
 }
 

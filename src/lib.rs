@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod dlq;
 pub mod emulator;
 pub mod finch;
 pub mod ingress;
