@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
-use crate::{bench, dev, emulator, ingress, shutdown, store, telemetry, worker};
+use crate::{bench, dev, dlq, emulator, ingress, shutdown, store, telemetry, worker};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +40,12 @@ pub enum Command {
     Emulator(emulator::EmulatorArgs),
     /// Send one signed Finch webhook event to a URL, like the dashboard's Test button.
     Send(emulator::SendArgs),
+    /// Inspect, replay and purge the events that could not be processed.
+    #[command(subcommand)]
+    Dlq(dlq::cli::DlqCommand),
+    /// Look up stored events.
+    #[command(subcommand)]
+    Events(dlq::cli::EventsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,6 +121,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args, settings).await,
         Command::Emulator(args) => emulator::run(args, shutdown::signal()).await,
         Command::Send(args) => emulator::send(args).await,
+        Command::Dlq(command) => dlq::cli::run_dlq(command, &settings).await,
+        Command::Events(command) => dlq::cli::run_events(command, &settings).await,
     }
 }
 

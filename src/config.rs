@@ -90,6 +90,7 @@ pub struct Settings {
     pub pay_statement_batch_max: usize,
     pub payment_window_days: u32,
     pub full_sync_since: String,
+    pub admin_token: Option<SecretString>,
 }
 
 impl Settings {
@@ -138,6 +139,7 @@ impl Settings {
                 "finch_token_key",
                 "finch_client_id",
                 "finch_client_secret",
+                "admin_token",
             ]
             .map(String::from),
         );
@@ -212,6 +214,18 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        let admin_token = match &self.admin_token {
+            None => None,
+            Some(token) if token.expose_secret().trim().len() < ADMIN_TOKEN_MIN_LEN => {
+                return Err(ConfigError::new(
+                    "admin_token",
+                    format!(
+                        "must be at least {ADMIN_TOKEN_MIN_LEN} characters (unset it to disable the admin API)"
+                    ),
+                ))
+            }
+            Some(token) => Some(SecretString::from(token.expose_secret().trim())),
+        };
         Ok(IngressConfig {
             listen_addr,
             database_url: self.database_url()?,
@@ -224,6 +238,7 @@ impl Settings {
             outbox_grace: Duration::from_millis(self.outbox_grace_ms),
             retry_after_secs: self.retry_after_secs.max(1),
             shutdown_timeout: self.shutdown_timeout(),
+            admin_token,
         })
     }
 }
@@ -427,7 +442,12 @@ pub struct IngressConfig {
     pub outbox_grace: Duration,
     pub retry_after_secs: u64,
     pub shutdown_timeout: Duration,
+    /// Bearer token of the admin API; `None` leaves `/admin/` unmounted.
+    pub admin_token: Option<SecretString>,
 }
+
+/// Shortest admin token accepted: long enough that guessing is hopeless.
+pub const ADMIN_TOKEN_MIN_LEN: usize = 16;
 
 fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     let url = url::Url::parse(value)
@@ -488,6 +508,7 @@ mod tests {
             ("database_url", "not a url", "DATABASE_URL"),
             ("amqp_url", "http://127.0.0.1", "AMQP_URL"),
             ("listen_addr", "localhost", "LISTEN_ADDR"),
+            ("admin_token", "short", "ADMIN_TOKEN"),
         ];
         for (key, value, expected) in cases {
             let mut overrides = vec![("finch_webhook_secret", SECRET)];
@@ -540,9 +561,17 @@ mod tests {
 
     #[test]
     fn secrets_never_appear_in_debug_output() {
-        let settings = Settings::with_overrides(&[("finch_webhook_secret", SECRET)]).unwrap();
+        let admin_token = "admin-token-for-the-debug-test";
+        let settings = Settings::with_overrides(&[
+            ("finch_webhook_secret", SECRET),
+            ("admin_token", admin_token),
+        ])
+        .unwrap();
         let ingress = settings.ingress().unwrap();
-        assert!(!format!("{settings:?}").contains(SECRET));
-        assert!(!format!("{ingress:?}").contains(SECRET));
+        assert!(ingress.admin_token.is_some());
+        for shown in [format!("{settings:?}"), format!("{ingress:?}")] {
+            assert!(!shown.contains(SECRET));
+            assert!(!shown.contains(admin_token));
+        }
     }
 }

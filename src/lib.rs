@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod dlq;
 pub mod emulator;
 pub mod finch;
 pub mod ingress;

@@ -1,6 +1,7 @@
 //! The HTTP ingress: the endpoint registered in the Finch dashboard, plus
-//! health, readiness and metrics.
+//! health, readiness and metrics, and the admin API when a token is set.
 
+pub mod admin;
 pub mod error;
 pub mod pipeline;
 pub mod webhook;
@@ -96,6 +97,10 @@ impl Application {
                 outbox_grace: config.outbox_grace,
             },
         );
+        let admin = config
+            .admin_token
+            .as_ref()
+            .map(|token| admin::router(token, config.amqp_url.clone(), pool.clone()));
         let state = AppState {
             verifier: Arc::new(config.verifier),
             intake,
@@ -106,9 +111,13 @@ impl Application {
             retry_after_secs: config.retry_after_secs,
             clock,
         };
+        let router = match admin {
+            Some(admin) => router(state).merge(admin),
+            None => router(state),
+        };
         Ok(Self {
             listener,
-            router: router(state),
+            router,
             pipeline,
             stop_link,
             link_task,

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! finch.events (topic, key = event_type) ──► finch.events.work (quorum)
-//! finch.events.dlx (topic)               ──► finch.events.dlq  (quorum)
+//! finch.events.dlx (topic)               ──► finch.events.dlq  (classic)
 //! finch.events.retry.{delay} (quorum, TTL) ──expires──► finch.events.work
 //! finch.synced (topic)                     ──► customers' own queues
 //! ```
@@ -129,7 +129,7 @@ pub async fn declare_topology(
         .queue_declare(WORK_QUEUE.into(), durable_queue, work_arguments)
         .await?;
     channel
-        .queue_declare(DEAD_LETTER_QUEUE.into(), durable_queue, quorum())
+        .queue_declare(DEAD_LETTER_QUEUE.into(), durable_queue, classic())
         .await?;
     for delay in retry_delays {
         let mut arguments = dead_lettering("", Some(WORK_QUEUE));
@@ -179,6 +179,16 @@ fn dead_lettering(exchange: &str, routing_key: Option<&str>) -> FieldTable {
     // At-least-once dead-lettering requires publishers to be refused, not
     // messages dropped, when a queue is full.
     arguments.insert("x-overflow".into(), string("reject-publish"));
+    arguments
+}
+
+/// The DLQ is classic: a quorum queue hands one consumer at most 65,535
+/// unacknowledged messages (2,000 with an unlimited prefetch) and requeues
+/// explicitly nacked ones out of order, so a large DLQ could not be read
+/// whole without disturbing it (see README.dlq.md).
+fn classic() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), string("classic"));
     arguments
 }
 

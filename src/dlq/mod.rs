@@ -1,0 +1,448 @@
+//! The dead-letter queue as operators use it: list, show, replay and purge
+//! the messages in `finch.events.dlq`, and the lifecycle of one event from
+//! `webhook_events`. The CLI (`finch-webhooks dlq ...`, `events show`) and
+//! the admin API (`/admin/...`) are thin layers over these functions.
+//!
+//! Every operation is a [`scan::Scan`]: the messages present when it starts
+//! are read in order; those it removes are acknowledged, the rest go back in
+//! their original order when it ends. A replayed message is acknowledged only
+//! after the broker confirmed its republish, so a crash at any point leaves
+//! each message in the DLQ, in the work queue, or (at worst) in both.
+
+pub mod cli;
+pub mod filter;
+pub mod message;
+pub mod pace;
+pub mod record;
+pub mod scan;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use chrono::Utc;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
+use lapin::message::Delivery;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Confirmation, Connection};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::queue::EVENTS_EXCHANGE;
+use crate::store::StoreError;
+pub use filter::{Filter, FilterError, FilterParams};
+pub use message::DeadLetter;
+pub use record::{EventRecord, Stage};
+use scan::Scan;
+
+/// Republishes awaiting their confirm at once; bounds memory, not speed.
+const CONFIRM_WINDOW: usize = 1_000;
+/// Replayed ids are counted in Postgres in batches of this size.
+const RECORD_BATCH: usize = 500;
+/// A report lists at most this many skipped messages individually.
+const SKIPPED_SHOWN: usize = 100;
+/// AMQP delivery mode 2: the broker writes the message to disk.
+const PERSISTENT: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("RabbitMQ failed after {done} message(s) were handled: {source}")]
+    Interrupted {
+        done: u64,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `list` found.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Listing {
+    /// Messages in the DLQ when the listing started.
+    pub in_queue: u64,
+    /// Messages matching the filters (all of them, whatever the limit).
+    pub matched: u64,
+    /// Matching messages per dead-letter reason.
+    pub by_reason: BTreeMap<String, u64>,
+    /// The first matching messages in queue order, up to the limit; never bodies.
+    pub messages: Vec<DeadLetter>,
+}
+
+/// Lists the DLQ without removing or reordering anything.
+pub async fn list(connection: &Connection, filter: &Filter) -> Result<Listing, DlqError> {
+    let mut scan = Scan::open(connection).await?;
+    let mut listing = Listing {
+        in_queue: u64::from(scan.expected()),
+        matched: 0,
+        by_reason: BTreeMap::new(),
+        messages: Vec::new(),
+    };
+    while let Some(delivery) = scan.next().await? {
+        let letter = DeadLetter::decode(delivery.routing_key.as_str(), &delivery.properties);
+        if !filter.matches(&letter) {
+            continue;
+        }
+        listing.matched += 1;
+        *listing.by_reason.entry(letter.reason.clone()).or_default() += 1;
+        if filter
+            .limit
+            .is_none_or(|limit| listing.messages.len() < limit)
+        {
+            listing.messages.push(letter);
+        }
+    }
+    scan.finish().await?;
+    Ok(listing)
+}
+
+/// One copy of an event in the DLQ, with its body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadLetterCopy {
+    /// Position in the DLQ, 0 being the next message a consumer would get.
+    pub position: u64,
+    #[serde(flatten)]
+    pub message: DeadLetter,
+    /// The raw Finch JSON (a string if it is not JSON). Contains employee data.
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+    pub body_bytes: usize,
+}
+
+/// Everything known about one event: its copies in the DLQ (normally one; two
+/// after an interrupted replay) and its row in `webhook_events`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Shown {
+    pub event_id: String,
+    pub copies: Vec<DeadLetterCopy>,
+    pub event: Option<EventRecord>,
+}
+
+impl Shown {
+    pub fn is_empty(&self) -> bool {
+        self.copies.is_empty() && self.event.is_none()
+    }
+}
+
+/// The DLQ copies of `event_id`, read without disturbing the queue, and its
+/// stored record when a database is given.
+pub async fn show(
+    connection: &Connection,
+    pool: Option<&PgPool>,
+    event_id: &str,
+) -> Result<Shown, DlqError> {
+    let mut scan = Scan::open(connection).await?;
+    let mut copies = Vec::new();
+    let mut position = 0;
+    while let Some(delivery) = scan.next().await? {
+        if delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ShortString::as_str)
+            == Some(event_id)
+        {
+            copies.push(DeadLetterCopy {
+                position,
+                message: DeadLetter::decode(delivery.routing_key.as_str(), &delivery.properties),
+                body: serde_json::from_slice(&delivery.data).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&delivery.data).into_owned())
+                }),
+                body_bytes: delivery.data.len(),
+            });
+        }
+        position += 1;
+    }
+    scan.finish().await?;
+    let event = match pool {
+        Some(pool) => record::find(pool, event_id).await?,
+        None => None,
+    };
+    Ok(Shown {
+        event_id: event_id.to_owned(),
+        copies,
+        event,
+    })
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayOptions {
+    /// Report what would be replayed, touching nothing.
+    pub dry_run: bool,
+    /// Republishes per second; `None` is as fast as the broker confirms.
+    pub rate: Option<u32>,
+}
+
+/// A matching message that a replay left in the DLQ, and why.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Skipped {
+    pub event_id: Option<String>,
+    pub why: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReplayReport {
+    pub dry_run: bool,
+    /// Messages in the DLQ when the replay started.
+    pub in_queue: u64,
+    /// Messages matching the filters (within the limit).
+    pub matched: u64,
+    pub by_reason: BTreeMap<String, u64>,
+    /// Republished, confirmed by the broker, and removed from the DLQ (0 on a dry run).
+    pub replayed: u64,
+    /// Matching messages left in the DLQ.
+    pub skipped: u64,
+    /// The first skipped messages, with the reason each was left.
+    pub skipped_messages: Vec<Skipped>,
+    /// Seconds from the first republish to the last confirm.
+    pub publish_seconds: f64,
+}
+
+/// Republishes matching messages to the work exchange, each removed from the
+/// DLQ only once the broker confirmed its copy; see the module docs.
+pub async fn replay(
+    connection: &Connection,
+    pool: Option<&PgPool>,
+    filter: &Filter,
+    options: ReplayOptions,
+) -> Result<ReplayReport, DlqError> {
+    let mut scan = Scan::open(connection).await?;
+    let publisher = connection.create_channel().await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut pacer = options.rate.map(pace::Pacer::new);
+    let mut report = ReplayReport {
+        dry_run: options.dry_run,
+        in_queue: u64::from(scan.expected()),
+        matched: 0,
+        by_reason: BTreeMap::new(),
+        replayed: 0,
+        skipped: 0,
+        skipped_messages: Vec::new(),
+        publish_seconds: 0.0,
+    };
+    let mut confirmed_ids = Vec::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut first_publish: Option<Instant> = None;
+
+    let outcome: Result<(), lapin::Error> = async {
+        while let Some(delivery) = scan.next().await? {
+            let letter = DeadLetter::decode(delivery.routing_key.as_str(), &delivery.properties);
+            if !filter.matches(&letter)
+                || filter
+                    .limit
+                    .is_some_and(|limit| report.matched >= limit as u64)
+            {
+                continue;
+            }
+            report.matched += 1;
+            *report.by_reason.entry(letter.reason.clone()).or_default() += 1;
+            if options.dry_run {
+                continue;
+            }
+            let Some(routing_key) = letter.event_type.clone() else {
+                report.skip(
+                    &letter,
+                    "no event type (the body was not parseable): nothing to route it by",
+                );
+                continue;
+            };
+            if let Some(pacer) = pacer.as_mut() {
+                pacer.wait().await;
+            }
+            first_publish.get_or_insert_with(Instant::now);
+            let confirm = publisher
+                .basic_publish(
+                    EVENTS_EXCHANGE.into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &delivery.data,
+                    republished_properties(&delivery.properties, &letter),
+                )
+                .await?;
+            in_flight.push(confirm.map(move |confirmation| (delivery, letter, confirmation)));
+            // Acknowledge promptly whatever is confirmed, so that an
+            // interruption leaves as few duplicates as possible.
+            while in_flight.len() >= CONFIRM_WINDOW {
+                if let Some(done) = in_flight.next().await {
+                    settle(&mut scan, &mut report, &mut confirmed_ids, done).await?;
+                }
+            }
+            while let Some(Some(done)) = in_flight.next().now_or_never() {
+                settle(&mut scan, &mut report, &mut confirmed_ids, done).await?;
+            }
+            if confirmed_ids.len() >= RECORD_BATCH {
+                record_replays(pool, &mut confirmed_ids).await;
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            settle(&mut scan, &mut report, &mut confirmed_ids, done).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Some(first) = first_publish {
+        report.publish_seconds = first.elapsed().as_secs_f64();
+    }
+    record_replays(pool, &mut confirmed_ids).await;
+    publisher.close(200, "replay finished".into()).await.ok();
+    if let Err(source) = outcome {
+        return Err(DlqError::Interrupted {
+            done: report.replayed,
+            source,
+        });
+    }
+    scan.finish().await?;
+    Ok(report)
+}
+
+impl ReplayReport {
+    fn skip(&mut self, letter: &DeadLetter, why: &str) {
+        self.skipped += 1;
+        if self.skipped_messages.len() < SKIPPED_SHOWN {
+            self.skipped_messages.push(Skipped {
+                event_id: letter.event_id.clone(),
+                why: why.to_owned(),
+            });
+        }
+    }
+}
+
+/// Removes a message from the DLQ once its republish is confirmed; anything
+/// else leaves it there.
+async fn settle(
+    scan: &mut Scan,
+    report: &mut ReplayReport,
+    confirmed_ids: &mut Vec<String>,
+    (delivery, letter, confirmation): (Delivery, DeadLetter, lapin::Result<Confirmation>),
+) -> lapin::Result<()> {
+    match confirmation? {
+        Confirmation::Ack(None) => {
+            scan.remove(&delivery).await?;
+            report.replayed += 1;
+            confirmed_ids.extend(letter.event_id);
+        }
+        Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => report.skip(
+            &letter,
+            "unroutable: no queue is bound to finch.events for its type",
+        ),
+        Confirmation::Nack(None) => report.skip(&letter, "the broker refused the republish (nack)"),
+        Confirmation::NotRequested => unreachable!("the replay channel is in confirm mode"),
+    }
+    Ok(())
+}
+
+/// Counting is bookkeeping: the replay has happened, so a database failure
+/// is logged rather than undoing or stopping it.
+async fn record_replays(pool: Option<&PgPool>, event_ids: &mut Vec<String>) {
+    if let Some(pool) = pool {
+        if !event_ids.is_empty() {
+            if let Err(error) = record::mark_replayed(pool, event_ids).await {
+                tracing::warn!(%error, count = event_ids.len(), "replays not counted in webhook_events");
+            }
+        }
+    }
+    event_ids.clear();
+}
+
+/// The original properties and headers, persistent, with the replay counted.
+/// Broker-owned `x-` headers (`x-death`, `x-delivery-count`, ...) describe
+/// the previous trip and are dropped, so the work queue's delivery limit
+/// starts afresh.
+fn republished_properties(original: &BasicProperties, letter: &DeadLetter) -> BasicProperties {
+    let mut headers = original
+        .headers()
+        .as_ref()
+        .map(|table| table.inner().clone())
+        .unwrap_or_default();
+    headers.retain(|name, _| !name.as_str().starts_with("x-"));
+    headers.insert(
+        message::headers::REPLAY_COUNT.into(),
+        AMQPValue::LongLongInt(letter.replay_count + 1),
+    );
+    headers.insert(
+        message::headers::REPLAYED_AT.into(),
+        crate::queue::string(&Utc::now().to_rfc3339()),
+    );
+    original
+        .clone()
+        .with_delivery_mode(PERSISTENT)
+        .with_headers(FieldTable::from(headers))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PurgeReport {
+    /// Messages in the DLQ when the purge started.
+    pub in_queue: u64,
+    /// Messages deleted.
+    pub purged: u64,
+    pub by_reason: BTreeMap<String, u64>,
+}
+
+/// Deletes the matching messages; the rest stay, in order.
+pub async fn purge(
+    connection: &Connection,
+    pool: Option<&PgPool>,
+    filter: &Filter,
+) -> Result<PurgeReport, DlqError> {
+    let mut scan = Scan::open(connection).await?;
+    let mut report = PurgeReport {
+        in_queue: u64::from(scan.expected()),
+        purged: 0,
+        by_reason: BTreeMap::new(),
+    };
+    let mut purged_ids = Vec::new();
+    let outcome: Result<(), lapin::Error> = async {
+        while let Some(delivery) = scan.next().await? {
+            let letter = DeadLetter::decode(delivery.routing_key.as_str(), &delivery.properties);
+            if !filter.matches(&letter)
+                || filter
+                    .limit
+                    .is_some_and(|limit| report.purged >= limit as u64)
+            {
+                continue;
+            }
+            scan.remove(&delivery).await?;
+            report.purged += 1;
+            *report.by_reason.entry(letter.reason).or_default() += 1;
+            purged_ids.extend(letter.event_id);
+        }
+        Ok(())
+    }
+    .await;
+    if let Some(pool) = pool {
+        for chunk in purged_ids.chunks(RECORD_BATCH) {
+            if let Err(error) = record::mark_purged(pool, chunk).await {
+                tracing::warn!(%error, "purges not recorded in webhook_events");
+                break;
+            }
+        }
+    }
+    if let Err(source) = outcome {
+        return Err(DlqError::Interrupted {
+            done: report.purged,
+            source,
+        });
+    }
+    scan.finish().await?;
+    Ok(report)
+}
+
+/// How long ago, for people: `3d4h`, `12m`, `40s`.
+pub fn short_duration(duration: chrono::Duration) -> String {
+    let seconds = duration.num_seconds().max(0);
+    let (days, hours, minutes) = (seconds / 86_400, seconds / 3_600 % 24, seconds / 60 % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h{m:02}m"),
+        (d, h, _) => format!("{d}d{h:02}h"),
+    }
+}
