@@ -72,6 +72,7 @@ pub struct Settings {
     pub worker_listen_addr: String,
     pub worker_prefetch: u16,
     pub coalesce_window_ms: u64,
+    pub coalesce_max_ms: u64,
     pub worker_max_in_flight: usize,
     pub rate_limit_company: u32,
     pub rate_limit_directory: u32,
@@ -338,6 +339,7 @@ impl Settings {
             token_key: self.token_key()?,
             prefetch: self.worker_prefetch,
             coalesce_window: Duration::from_millis(self.coalesce_window_ms),
+            coalesce_max: Duration::from_millis(self.coalesce_max_ms.max(self.coalesce_window_ms)),
             max_in_flight: self.worker_max_in_flight,
             rate_limits: RateLimits {
                 company: self.rate_limit_company,
@@ -415,6 +417,7 @@ pub struct WorkerConfig {
     pub token_key: TokenKey,
     pub prefetch: u16,
     pub coalesce_window: Duration,
+    pub coalesce_max: Duration,
     pub max_in_flight: usize,
     pub rate_limits: RateLimits,
     pub max_attempts: u32,

@@ -89,6 +89,8 @@ async fn stage(
         rate_limit_scale: args.rate_limit_scale,
         pay_statement_delay: Duration::ZERO,
         sync_duration: Duration::from_millis(50),
+        // Fresh ids every run, so nothing left on a shared broker can touch them.
+        seed: rand::random(),
         ..EmulatorConfig::default()
     })
     .await?;

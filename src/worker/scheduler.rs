@@ -24,6 +24,8 @@ use crate::store::budget::Grant;
 #[derive(Default)]
 pub struct Work {
     pub first_at: Option<Instant>,
+    /// When the latest request joined: a burst is sent once it goes quiet.
+    pub last_at: Option<Instant>,
     /// Whole-resource requests (company, directory, payments); `true` asks
     /// for the follow-up reads of a full sync.
     pub whole: Vec<(Arc<Message>, bool)>,
@@ -90,6 +92,7 @@ impl Lane {
             Work::default()
         });
         work.first_at.get_or_insert_with(Instant::now);
+        work.last_at = Some(Instant::now());
         match target {
             Target::Whole { follow } => {
                 waiter.attach(1);
@@ -111,21 +114,21 @@ impl Lane {
         self.wake.notify_one();
     }
 
-    /// How long until the oldest work is due; `None` when there is none.
-    pub fn due_in(&self, window: Duration) -> Option<Duration> {
+    /// How long until the first work is due; `None` when there is none.
+    pub fn due_in(&self, window: Window) -> Option<Duration> {
         let state = self.state.lock().expect("lane lock");
         let now = Instant::now();
         state
             .pending
             .values()
-            .filter_map(|work| work.first_at)
-            .map(|first| (first + window).saturating_duration_since(now))
+            .filter_map(|work| window.due_at(work))
+            .map(|due| due.saturating_duration_since(now))
             .min()
     }
 
     /// The next connection whose work is due, in turn order, with at most
     /// `max_items` batch ids (the rest stays, due at once, at the back).
-    pub fn take_next(&self, window: Duration, max_items: usize) -> Option<(String, Work)> {
+    pub fn take_next(&self, window: Window, max_items: usize) -> Option<(String, Work)> {
         let mut state = self.state.lock().expect("lane lock");
         let now = Instant::now();
         for _ in 0..state.order.len() {
@@ -133,8 +136,8 @@ impl Lane {
             let due = state
                 .pending
                 .get(&connection_id)
-                .and_then(|work| work.first_at)
-                .is_some_and(|first| first + window <= now);
+                .and_then(|work| window.due_at(work))
+                .is_some_and(|due| due <= now);
             if !due {
                 state.order.push_back(connection_id);
                 continue;
@@ -142,8 +145,10 @@ impl Lane {
             let mut work = state.pending.remove(&connection_id)?;
             if work.items.len() > max_items {
                 let rest_keys: Vec<String> = work.items.keys().skip(max_items).cloned().collect();
+                // Already waited its turn: due again at once.
                 let mut rest = Work {
                     first_at: work.first_at,
+                    last_at: work.first_at,
                     ..Work::default()
                 };
                 for key in rest_keys {
@@ -165,6 +170,22 @@ impl Lane {
     /// Everything still waiting, for shutdown accounting.
     pub fn pending_connections(&self) -> usize {
         self.state.lock().expect("lane lock").pending.len()
+    }
+}
+
+/// When collected work goes out: once no new request has joined it for
+/// `quiet`, or `longest` after the first one, whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub quiet: Duration,
+    pub longest: Duration,
+}
+
+impl Window {
+    fn due_at(self, work: &Work) -> Option<Instant> {
+        let first = work.first_at?;
+        let last = work.last_at.unwrap_or(first);
+        Some((last + self.quiet).min(first + self.longest.max(self.quiet)))
     }
 }
 
@@ -207,7 +228,7 @@ impl Scheduler {
 /// Waits until the lane has due work or `stop` fires; false on stop.
 pub async fn wait_for_due(
     lane: &Lane,
-    window: Duration,
+    window: Window,
     stop: &tokio_util::sync::CancellationToken,
 ) -> bool {
     loop {
@@ -258,6 +279,26 @@ pub async fn acquire_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_goes_out_when_it_goes_quiet_or_at_the_cap() {
+        let window = Window {
+            quiet: Duration::from_secs(1),
+            longest: Duration::from_secs(5),
+        };
+        let start = Instant::now();
+        let mut work = Work {
+            first_at: Some(start),
+            last_at: Some(start + Duration::from_millis(800)),
+            ..Work::default()
+        };
+        assert_eq!(
+            window.due_at(&work),
+            Some(start + Duration::from_millis(1800))
+        );
+        work.last_at = Some(start + Duration::from_secs(10));
+        assert_eq!(window.due_at(&work), Some(start + Duration::from_secs(5)));
+    }
 
     #[test]
     fn work_merges_ranges() {

@@ -19,7 +19,10 @@ use crate::store::StoreError;
 /// Runs a product's dispatcher until the worker stops.
 pub async fn dispatch(ctx: Arc<Context>, lane: Arc<Lane>) {
     let product = lane.product;
-    let window = ctx.config.coalesce_window;
+    let window = scheduler::Window {
+        quiet: ctx.config.coalesce_window,
+        longest: ctx.config.coalesce_max,
+    };
     let max_items = match product {
         Product::PayStatement => ctx.config.pay_statement_batch_max,
         _ => usize::MAX,
