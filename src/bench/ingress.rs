@@ -197,10 +197,12 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
     // Publishing follows the 200; give the outbox time to finish.
     let deadline = Instant::now() + args.settle;
     let (rows, messages) = loop {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE starts_with(event_id, $1)")
-            .bind(&prefix)
-            .fetch_one(&pool)
-            .await?;
+        let rows: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_events WHERE starts_with(event_id, $1)",
+        )
+        .bind(&prefix)
+        .fetch_one(&pool)
+        .await?;
         let messages = work_queue_depth(&amqp).await?.saturating_sub(depth_before);
         if messages >= rows as u64 || Instant::now() > deadline {
             break (rows, messages);
@@ -246,7 +248,9 @@ async fn work_queue_depth(amqp: &lapin::Connection) -> anyhow::Result<u64> {
             FieldTable::default(),
         )
         .await
-        .context("the work queue does not exist: run `finch-webhooks migrate` or start `serve` first")?;
+        .context(
+            "the work queue does not exist: run `finch-webhooks migrate` or start `serve` first",
+        )?;
     channel.close(200, "counted".into()).await.ok();
     Ok(u64::from(queue.message_count()))
 }
