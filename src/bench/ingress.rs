@@ -1,20 +1,21 @@
 //! `bench ingress`: drives signed, unique events at a running `serve` and
-//! checks that every one is accounted for: sent = 200s = rows = messages.
+//! checks that every one is accounted for: sent = 200s = rows = messages
+//! that reached the work queue. The queue is counted by its depth, so no
+//! worker may consume it during a run.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
 use hdrhistogram::Histogram;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use secrecy::ExposeSecret as _;
 use tokio::sync::Mutex;
 
 use crate::config::Settings;
-use crate::queue::EVENTS_EXCHANGE;
+use crate::queue::WORK_QUEUE;
 use crate::signature::{signature_header, WebhookSecret};
 
 /// Event type of benchmark events: Finch's own test type, which workers
@@ -84,7 +85,7 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
 
     let pool = crate::store::connect(&settings.database_url()?, 2).await?;
     let amqp = crate::queue::connect(&settings.amqp_url()?).await?;
-    let counted = count_messages(&amqp, prefix.clone()).await?;
+    let depth_before = work_queue_depth(&amqp).await?;
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(256))
@@ -195,20 +196,19 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
 
     // Publishing follows the 200; give the outbox time to finish.
     let deadline = Instant::now() + args.settle;
-    let rows = loop {
+    let (rows, messages) = loop {
         let rows: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM webhook_events WHERE starts_with(event_id, $1)",
         )
         .bind(&prefix)
         .fetch_one(&pool)
         .await?;
-        let messages = counted.load(Ordering::Relaxed);
+        let messages = work_queue_depth(&amqp).await?.saturating_sub(depth_before);
         if messages >= rows as u64 || Instant::now() > deadline {
-            break rows;
+            break (rows, messages);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let messages = counted.load(Ordering::Relaxed);
     let balanced = args.events == ok && ok == rows as u64 && rows as u64 == messages && failed == 0;
     println!(
         "balance: sent {} = 200s {} = rows {} = messages {} (non-200: {failed}) -> {}",
@@ -235,60 +235,22 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
     Ok(())
 }
 
-/// Binds a private queue to the events exchange and counts this run's
-/// messages as they arrive, so a running worker cannot skew the count.
-async fn count_messages(
-    amqp: &lapin::Connection,
-    prefix: String,
-) -> anyhow::Result<Arc<AtomicU64>> {
+/// Ready messages in the work queue.
+async fn work_queue_depth(amqp: &lapin::Connection) -> anyhow::Result<u64> {
     let channel = amqp.create_channel().await?;
     let queue = channel
         .queue_declare(
-            "".into(),
+            WORK_QUEUE.into(),
             QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
+                passive: true,
                 ..QueueDeclareOptions::default()
             },
             FieldTable::default(),
         )
-        .await?;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            EVENTS_EXCHANGE.into(),
-            BENCH_EVENT_TYPE.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let counted = Arc::new(AtomicU64::new(0));
-    tokio::spawn({
-        let counted = counted.clone();
-        async move {
-            let _channel = channel;
-            let mut seen = std::collections::HashSet::new();
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let ours = delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .is_some_and(|id| id.as_str().starts_with(&prefix));
-                // Count each event once: the outbox may publish an event twice.
-                if ours && seen.insert(delivery.properties.message_id().clone()) {
-                    counted.fetch_add(1, Ordering::Relaxed);
-                }
-                delivery.ack(BasicAckOptions::default()).await.ok();
-            }
-        }
-    });
-    Ok(counted)
+        .await
+        .context(
+            "the work queue does not exist: run `finch-webhooks migrate` or start `serve` first",
+        )?;
+    channel.close(200, "counted".into()).await.ok();
+    Ok(u64::from(queue.message_count()))
 }

@@ -167,7 +167,11 @@ impl Application {
             () = stopping.cancelled() => {
                 match tokio::time::timeout(shutdown_timeout, &mut server).await {
                     Ok(result) => result??,
-                    Err(_) => tracing::warn!("in-flight requests still running at the shutdown timeout"),
+                    Err(_) => {
+                        tracing::warn!("in-flight requests still running at the shutdown timeout; closing them");
+                        // Dropping the server drops the router, which lets the pipeline drain.
+                        server.abort();
+                    }
                 }
             }
         }
