@@ -131,6 +131,15 @@ pub fn link_trace(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// Links `span` to another local span's trace (a batch serving many events).
+pub fn link_span(span: &tracing::Span, other: &tracing::Span) {
+    let context = other.context();
+    let other = context.span().span_context().clone();
+    if other.is_valid() {
+        span.add_link(other);
+    }
+}
+
 fn remote_context(traceparent: Option<&str>) -> Option<opentelemetry::Context> {
     let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent?.to_owned())]);
     let context = TraceContextPropagator::new().extract(&carrier);

@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tracing::Instrument as _;
 
 use super::{ErrorClass, Product, API_VERSION};
 use crate::config::FinchApiConfig;
@@ -205,7 +206,19 @@ impl FinchClient {
         if let Some(token) = token {
             request = request.bearer_auth(token.expose_secret());
         }
-        let response = match request.send().await {
+        let request = request.build().map_err(|error| FinchError::Transport {
+            message: error.without_url().to_string(),
+        })?;
+        let span = tracing::info_span!(
+            "finch request",
+            otel.kind = "client",
+            otel.name = format!("{} {label}", request.method()),
+            http.request.method = %request.method(),
+            finch.product = label,
+            http.response.status_code = tracing::field::Empty,
+            finch.request_id = tracing::field::Empty,
+        );
+        let response = match self.http.execute(request).instrument(span.clone()).await {
             Ok(response) => response,
             Err(error) => {
                 if let Some(observer) = &self.observer {
@@ -235,6 +248,11 @@ impl FinchClient {
                 .map(str::to_owned)
         };
         let request_id = header("finch-request-id");
+        span.record("http.response.status_code", status.as_u16());
+        if let Some(request_id) = &request_id {
+            span.record("finch.request_id", request_id.as_str());
+        }
+        let _entered = span.enter();
         // Few by design (the rate budget caps them), and Finch support asks for the id.
         tracing::info!(
             endpoint = label,

@@ -237,6 +237,10 @@ pub struct Message {
     pub previous_attempts: i64,
     pub error_history: Vec<String>,
     pub replay_count: i64,
+    /// The processing span: a child of the ingress's trace (from the
+    /// `traceparent` header), or linked to it for a replay. Closes when the
+    /// message is dropped, after it was settled.
+    pub span: tracing::Span,
     label: OnceLock<&'static str>,
     pub received_at: Instant,
     pub acker: Acker,
@@ -297,13 +301,32 @@ impl Message {
             .as_ref()
             .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
+        let replay_count = header_i64(&headers, header::REPLAY_COUNT).unwrap_or(0);
+        let span = tracing::info_span!(
+            "process",
+            otel.kind = "consumer",
+            otel.name = format!("{} process", if event_type.is_empty() { "event" } else { &event_type }),
+            messaging.system = "rabbitmq",
+            messaging.destination.name = crate::queue::WORK_QUEUE,
+            event_id = %event_id,
+            event_type = %event_type,
+            connection_id = connection_id.as_deref().unwrap_or(""),
+            replay_count,
+        );
+        let traceparent = header_string(&headers, header::TRACEPARENT);
+        if replay_count > 0 {
+            crate::telemetry::link_trace(&span, traceparent.as_deref());
+        } else {
+            crate::telemetry::continue_trace(&span, traceparent.as_deref());
+        }
         let message = Arc::new(Self {
             event_id: event_id.clone(),
             event_type: event_type.clone(),
             connection_id: connection_id.clone(),
             previous_attempts: header_i64(&headers, header::ATTEMPTS).unwrap_or(0).max(0),
             error_history: header_strings(&headers, header::ERROR_HISTORY),
-            replay_count: header_i64(&headers, header::REPLAY_COUNT).unwrap_or(0),
+            replay_count,
+            span,
             body: delivery.data,
             properties,
             label: OnceLock::new(),

@@ -44,6 +44,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::config::WorkerConfig;
 use crate::finch::FinchClient;
@@ -327,12 +328,11 @@ async fn intake(
     match action {
         Action::AccountUpdated { status } => {
             message.attach(1);
-            ctx.tracker.spawn(account_updated(
-                ctx.clone(),
-                connection.clone(),
-                message.clone(),
-                status,
-            ));
+            let span = message.span.clone();
+            ctx.tracker.spawn(
+                account_updated(ctx.clone(), connection.clone(), message.clone(), status)
+                    .instrument(span),
+            );
         }
         Action::Job {
             job_id,
@@ -340,14 +340,18 @@ async fn intake(
             kind,
         } => {
             message.attach(1);
-            ctx.tracker.spawn(job(
-                ctx.clone(),
-                connection.clone(),
-                message.clone(),
-                job_id,
-                manual,
-                kind,
-            ));
+            let span = message.span.clone();
+            ctx.tracker.spawn(
+                job(
+                    ctx.clone(),
+                    connection.clone(),
+                    message.clone(),
+                    job_id,
+                    manual,
+                    kind,
+                )
+                .instrument(span),
+            );
         }
         // Events for a connection Finch cannot serve are acknowledged: the
         // full sync that follows its reconnection reads everything anyway.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{Days, NaiveDate, Utc};
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument as _;
 
 use super::message::{reasons, Failure, Message};
 use super::scheduler::{self, Lane, Target, Work};
@@ -53,9 +54,42 @@ pub async fn dispatch(ctx: Arc<Context>, lane: Arc<Lane>) {
         };
         let events = work.whole.len() + work.items.values().map(Vec::len).sum::<usize>();
         ctx.metrics.batch_size.observe(events as f64);
+        let span = batch_span(product, &connection_id, &work);
         ctx.tracker
-            .spawn(execute(ctx.clone(), product, connection_id, work, permit));
+            .spawn(execute(ctx.clone(), product, connection_id, work, permit).instrument(span));
     }
+}
+
+/// Most traces one batch span links to; the rest are counted, not linked.
+const MAX_LINKED_EVENTS: usize = 64;
+
+/// The span of one batch: a child of its first event's processing span (so
+/// that event's trace reaches the Finch call), linked to the other events'.
+fn batch_span(product: Product, connection_id: &str, work: &Work) -> tracing::Span {
+    let mut waiters = work
+        .whole
+        .iter()
+        .map(|(waiter, _)| waiter)
+        .chain(work.items.values().flatten());
+    let events = work.whole.len() + work.items.values().map(Vec::len).sum::<usize>();
+    let make = |parent: Option<&tracing::Span>| {
+        tracing::info_span!(
+            parent: parent.and_then(tracing::Span::id),
+            "sync",
+            otel.name = format!("sync {}", product.as_str()),
+            finch.product = product.as_str(),
+            connection_id,
+            events,
+        )
+    };
+    let Some(first) = waiters.next() else {
+        return make(None);
+    };
+    let span = make(Some(&first.span));
+    for other in waiters.take(MAX_LINKED_EVENTS) {
+        crate::telemetry::link_span(&span, &other.span);
+    }
+    span
 }
 
 /// Settles every waiter of `work` with the same outcome.
@@ -207,6 +241,11 @@ enum Write {
 
 /// Applies the writes and queues their notifications in one transaction,
 /// then publishes the notifications.
+#[tracing::instrument(
+    name = "commit finch data",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", writes = writes.len())
+)]
 async fn commit(
     ctx: &Context,
     connection_id: &str,

@@ -100,3 +100,85 @@ async fn a_delivery_is_one_trace_from_request_to_confirmed_publish() {
         "its parent is the publish span"
     );
 }
+
+#[tokio::test]
+async fn one_webhook_is_one_trace_from_the_ingress_to_the_workers_finch_call() {
+    use finch_webhooks::emulator::{Emulator, EmulatorConfig};
+
+    let env = TestEnv::new().await;
+    let ingress = TestIngress::start(&env, &[]).await;
+    let emulator = Emulator::start(EmulatorConfig {
+        connections: 1,
+        employees: 3,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let settings = crate::worker::worker_settings(&env, emulator.base_url(), &[]);
+    let config = settings.worker().unwrap();
+    let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
+    let seeded = &emulator.connections()[0];
+    let token = secrecy::SecretString::from(seeded.access_token.clone());
+    finch_webhooks::worker::admin::add(&ingress.pool, &config.token_key, &finch, &token)
+        .await
+        .unwrap();
+    let worker = crate::worker::TestWorker::start(settings).await;
+
+    let event_id = unique("msg_e2e");
+    let response = ingress
+        .deliver(
+            &event_id,
+            &event_body("company.updated", &seeded.connection_id),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    eventually(
+        Duration::from_secs(30),
+        "the worker processed the event",
+        || async { crate::worker::event_state(&ingress.pool, &event_id).await.0 },
+    )
+    .await;
+    worker.stop().await;
+    ingress.stop().await;
+
+    let spans = trace_of_event(&event_id);
+    let named = |name: &str| {
+        spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+            panic!(
+                "no '{name}' span in the trace; have {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        })
+    };
+    let publish = named("finch.events publish");
+    let process = named("company.updated process");
+    let batch = named("sync company");
+    let call = named("GET company");
+    let commit = named("commit finch data");
+    assert_eq!(process.span_kind, SpanKind::Consumer);
+    assert_eq!(
+        process.parent_span_id,
+        publish.span_context.span_id(),
+        "the worker continues the publish"
+    );
+    assert_eq!(batch.parent_span_id, process.span_context.span_id());
+    assert_eq!(call.span_kind, SpanKind::Client);
+    assert_eq!(call.parent_span_id, batch.span_context.span_id());
+    assert_eq!(commit.parent_span_id, batch.span_context.span_id());
+    let attribute = |span: &SpanData, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    };
+    assert_eq!(
+        attribute(call, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(attribute(call, "finch.product").as_deref(), Some("company"));
+    assert!(attribute(call, "finch.request_id").is_some_and(|id| !id.is_empty()));
+    assert_eq!(
+        attribute(process, "connection_id").as_deref(),
+        Some(seeded.connection_id.as_str())
+    );
+}
