@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use crate::finch::token::TokenKey;
 use crate::store::connections::{self, Connection, ConnectionError};
 
-/// When a row was read, and the row (`None`: no such connection).
+/// When a row was read, and the row.
 type Entry = (Instant, Option<Arc<Connection>>);
 
 pub struct ConnectionCache {
@@ -42,10 +42,14 @@ impl ConnectionCache {
         let entry = connections::get(&self.pool, &self.key, connection_id)
             .await?
             .map(Arc::new);
-        self.entries
-            .lock()
-            .expect("cache lock")
-            .insert(connection_id.to_owned(), (Instant::now(), entry.clone()));
+        // Only rows are cached: a connection added by another process (the
+        // `connections add` CLI) must be visible to the very next event.
+        if entry.is_some() {
+            self.entries
+                .lock()
+                .expect("cache lock")
+                .insert(connection_id.to_owned(), (Instant::now(), entry.clone()));
+        }
         Ok(entry)
     }
 

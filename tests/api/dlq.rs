@@ -849,3 +849,108 @@ async fn dlq_admin_api_is_absent_without_a_token() {
     assert_eq!(response.status(), 404);
     ingress.stop().await;
 }
+
+#[tokio::test]
+async fn dlq_unknown_connection_is_replayed_after_the_connection_is_added() {
+    use finch_webhooks::emulator::{Emulator, EmulatorConfig};
+
+    let env = TestEnv::new().await;
+    let amqp = env.amqp().await;
+    let ingress = TestIngress::start(&env, &[]).await;
+    let emulator = Emulator::start(EmulatorConfig {
+        connections: 1,
+        employees: 3,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let seeded = emulator.connections()[0].clone();
+    let worker = crate::worker::TestWorker::start(crate::worker::worker_settings(
+        &env,
+        emulator.base_url(),
+        &[],
+    ))
+    .await;
+
+    // No token is held for the connection yet: the event is dead-lettered.
+    let event_id = unique("msg_unknown");
+    let body = crate::helpers::event_body("company.updated", &seeded.connection_id);
+    assert_eq!(ingress.deliver(&event_id, &body).await.status(), 200);
+    eventually(
+        Duration::from_secs(30),
+        "dead-lettered as unknown_connection",
+        || async {
+            crate::worker::event_state(&ingress.pool, &event_id)
+                .await
+                .1
+                .as_deref()
+                == Some("unknown_connection")
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "one message in the DLQ",
+        || async { queue_len(&amqp, DEAD_LETTER_QUEUE).await == 1 },
+    )
+    .await;
+
+    // The operator adds the connection, then replays what waited for it.
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token_file.path(), &seeded.access_token).unwrap();
+    let finch_env = [
+        ("FINCH_TOKEN_KEY", crate::worker::TOKEN_KEY),
+        ("FINCH_API_BASE_URL", emulator.base_url()),
+    ];
+    let added = binary(&env)
+        .envs(finch_env)
+        .args(["connections", "add", "--access-token-file"])
+        .arg(token_file.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let printed = String::from_utf8_lossy(&added.stdout).into_owned()
+        + &String::from_utf8_lossy(&added.stderr);
+    assert!(
+        !printed.contains(&seeded.access_token),
+        "the token is never printed"
+    );
+
+    let (replayed, stdout, stderr) = run(
+        &env,
+        &["dlq", "replay", "--connection", &seeded.connection_id],
+    )
+    .await;
+    assert!(replayed, "{stdout}{stderr}");
+    eventually(
+        Duration::from_secs(30),
+        "processed after the replay",
+        || async { crate::worker::event_state(&ingress.pool, &event_id).await.0 },
+    )
+    .await;
+    assert_eq!(
+        queue_len(&amqp, DEAD_LETTER_QUEUE).await,
+        0,
+        "it left the DLQ"
+    );
+    let company: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM finch_company WHERE connection_id = $1")
+            .bind(&seeded.connection_id)
+            .fetch_one(&ingress.pool)
+            .await
+            .unwrap();
+    assert_eq!(company, 1, "the replay refetched the company");
+    let replays: i32 =
+        sqlx::query_scalar("SELECT replay_count FROM webhook_events WHERE event_id = $1")
+            .bind(&event_id)
+            .fetch_one(&ingress.pool)
+            .await
+            .unwrap();
+    assert_eq!(replays, 1);
+    worker.stop().await;
+}
