@@ -14,23 +14,8 @@ use lapin::BasicProperties;
 use serde::Serialize;
 use serde_json::Value;
 
-/// Header names of the worker's dead-letter contract.
-pub mod headers {
-    pub use crate::queue::headers::{CONNECTION_ID, DEAD_LETTER_REASON};
-    pub const DEAD_LETTERED_AT: &str = "dead_lettered_at";
-    pub const ATTEMPTS: &str = "attempts";
-    pub const HTTP_STATUS: &str = "http_status";
-    pub const FINCH_CODE: &str = "finch_code";
-    pub const FINCH_REQUEST_ID: &str = "finch_request_id";
-    pub const LAST_ERROR: &str = "last_error";
-    pub const ERROR_HISTORY: &str = "error_history";
-    pub const REPLAY_COUNT: &str = "replay_count";
-    pub const TRACEPARENT: &str = "traceparent";
-    /// Added by replays: when the most recent one republished the message.
-    pub const REPLAYED_AT: &str = "replayed_at";
-    /// RabbitMQ's record of the broker dead-lettering a message.
-    pub const X_DEATH: &str = "x-death";
-}
+/// Header names of the dead-letter contract.
+pub use crate::queue::headers;
 
 /// Reason shown when a message carries no reason at all.
 pub const UNKNOWN_REASON: &str = "unknown";

@@ -62,9 +62,24 @@ pub fn retry_queue_name(delay: Duration) -> String {
 }
 
 /// Message header names: part of the contract with workers and DLQ tooling.
+/// The ingress sets the first two; the worker's dead-letter and retry
+/// messages carry the rest; the DLQ tools read them all.
 pub mod headers {
     pub const CONNECTION_ID: &str = "connection_id";
     pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
+    pub const DEAD_LETTERED_AT: &str = "dead_lettered_at";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const HTTP_STATUS: &str = "http_status";
+    pub const FINCH_CODE: &str = "finch_code";
+    pub const FINCH_REQUEST_ID: &str = "finch_request_id";
+    pub const LAST_ERROR: &str = "last_error";
+    pub const ERROR_HISTORY: &str = "error_history";
+    pub const REPLAY_COUNT: &str = "replay_count";
+    pub const TRACEPARENT: &str = crate::telemetry::TRACEPARENT;
+    /// Added by replays: when the most recent one republished the message.
+    pub const REPLAYED_AT: &str = "replayed_at";
+    /// RabbitMQ's record of the broker dead-lettering a message.
+    pub const X_DEATH: &str = "x-death";
 }
 
 /// Routing key of messages the ingress dead-letters itself.

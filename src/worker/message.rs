@@ -28,19 +28,7 @@ pub mod reasons {
 }
 
 /// Header names of the dead-letter and retry contract.
-pub mod header {
-    pub const CONNECTION_ID: &str = "connection_id";
-    pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
-    pub const DEAD_LETTERED_AT: &str = "dead_lettered_at";
-    pub const ATTEMPTS: &str = "attempts";
-    pub const HTTP_STATUS: &str = "http_status";
-    pub const FINCH_CODE: &str = "finch_code";
-    pub const FINCH_REQUEST_ID: &str = "finch_request_id";
-    pub const LAST_ERROR: &str = "last_error";
-    pub const ERROR_HISTORY: &str = "error_history";
-    pub const REPLAY_COUNT: &str = "replay_count";
-    pub const TRACEPARENT: &str = "traceparent";
-}
+pub use crate::queue::headers as header;
 
 /// Event type of the synthetic message `connections resync` and `connections
 /// add` publish to ask for a full sync.

@@ -310,6 +310,24 @@ impl TestIngress {
             .expect("request reaches the ingress")
     }
 
+    /// Waits until `/readyz` reports the broker connected.
+    pub async fn wait_for_broker(&self) {
+        eventually(
+            Duration::from_secs(10),
+            "ingress connected to RabbitMQ",
+            || async {
+                let Ok(response) = self.client.get(self.url("/readyz")).send().await else {
+                    return false;
+                };
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .is_ok_and(|ready| ready["rabbitmq"] == "connected")
+            },
+        )
+        .await;
+    }
+
     /// Graceful shutdown, as on SIGTERM.
     pub async fn stop(mut self) {
         self.shutdown().await;

@@ -484,19 +484,7 @@ async fn while_rabbitmq_is_down_events_get_200_and_are_published_when_it_returns
     let amqp = env.amqp().await;
 
     // Wait until the ingress is connected, then cut the broker off.
-    eventually(Duration::from_secs(10), "ingress connected", || async {
-        let ready: Value = ingress
-            .client
-            .get(ingress.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ready["rabbitmq"] == "connected"
-    })
-    .await;
+    ingress.wait_for_broker().await;
     outage.set_up(false);
 
     for index in 0..50 {
@@ -670,19 +658,7 @@ async fn other_methods_get_405_and_health_endpoints_answer() {
 async fn graceful_stop_commits_and_publishes_what_was_accepted() {
     let env = TestEnv::new().await;
     let ingress = TestIngress::start(&env, &[]).await;
-    eventually(Duration::from_secs(10), "broker connected", || async {
-        let ready: Value = ingress
-            .client
-            .get(ingress.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ready["rabbitmq"] == "connected"
-    })
-    .await;
+    ingress.wait_for_broker().await;
     for index in 0..20 {
         let response = ingress
             .deliver(&format!("msg_stop{index}"), &event_body("test", "c"))

@@ -42,19 +42,7 @@ async fn a_delivery_is_one_trace_from_request_to_confirmed_publish() {
     let env = TestEnv::new().await;
     let amqp = env.amqp().await;
     let ingress = TestIngress::start(&env, &[]).await;
-    eventually(Duration::from_secs(10), "broker connected", || async {
-        let ready: serde_json::Value = ingress
-            .client
-            .get(ingress.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ready["rabbitmq"] == "connected"
-    })
-    .await;
+    ingress.wait_for_broker().await;
     let event_id = unique("msg_traced");
     let response = ingress
         .deliver(&event_id, &event_body("company.updated", "conn-t"))
