@@ -118,24 +118,15 @@ pub async fn individuals(
             .include
             .iter()
             .any(|i| i == "ssn");
-    let responses: Vec<Value> = body
-        .requests
-        .iter()
-        .map(|r| match data.person(&r.individual_id) {
-            Some(person) => {
-                let mut individual = person.individual.clone();
-                if !with_ssn {
-                    individual.ssn = None;
-                }
-                json!({ "individual_id": r.individual_id, "code": 200, "body": individual })
+    let responses = per_individual(&body.requests, |individual_id| {
+        data.person(individual_id).map(|person| {
+            let mut individual = person.individual.clone();
+            if !with_ssn {
+                individual.ssn = None;
             }
-            None => json!({
-                "individual_id": r.individual_id,
-                "code": 404,
-                "body": item_not_found("individual_not_found", "individual", &r.individual_id),
-            }),
+            json!(individual)
         })
-        .collect();
+    });
     Ok(respond(connection, json!({ "responses": responses })))
 }
 
@@ -152,21 +143,30 @@ pub async fn employments(
     let id = data_access(&shared, &headers, "employment").await?;
     let world = shared.world();
     let (connection, data) = synced(&world, &id)?;
-    let responses: Vec<Value> = body
-        .requests
+    let responses = per_individual(&body.requests, |individual_id| {
+        data.person(individual_id)
+            .map(|person| json!(person.employment))
+    });
+    Ok(respond(connection, json!({ "responses": responses })))
+}
+
+/// A batch answer as Finch gives it: one item per requested individual, with
+/// its own `code`, and a per-item 404 for an id the employer does not have.
+fn per_individual(
+    requests: &[IndividualRequest],
+    body_of: impl Fn(&str) -> Option<Value>,
+) -> Vec<Value> {
+    requests
         .iter()
-        .map(|r| match data.person(&r.individual_id) {
-            Some(person) => {
-                json!({ "individual_id": r.individual_id, "code": 200, "body": person.employment })
-            }
+        .map(|r| match body_of(&r.individual_id) {
+            Some(body) => json!({ "individual_id": r.individual_id, "code": 200, "body": body }),
             None => json!({
                 "individual_id": r.individual_id,
                 "code": 404,
                 "body": item_not_found("individual_not_found", "individual", &r.individual_id),
             }),
         })
-        .collect();
-    Ok(respond(connection, json!({ "responses": responses })))
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]

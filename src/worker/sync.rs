@@ -407,6 +407,16 @@ async fn directory(ctx: &Context, connection: &Connection, work: Work, spend: &m
 }
 
 /// Reads one batch item: `(id, code, body)`.
+/// The per-item answers of a batch response (none when it has no list).
+fn batch_items(response: &FinchResponse) -> Vec<Value> {
+    response
+        .body
+        .get("responses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn batch_item<'a>(response: &'a Value, id_key: &str) -> Option<(String, u16, &'a Value)> {
     let id = string_field(response, id_key)?;
     let body = response.get("body").unwrap_or(&Value::Null);
@@ -437,12 +447,7 @@ async fn individuals(ctx: &Context, connection: &Connection, product: Product, w
     let mut gone = Vec::new();
     let mut failures: HashMap<String, Failure> = HashMap::new();
     let mut answered = HashSet::new();
-    let responses = response
-        .body
-        .get("responses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let responses = batch_items(&response);
     for entry in &responses {
         let Some((id, code, body)) = batch_item(entry, "individual_id") else {
             continue;
@@ -567,12 +572,7 @@ async fn pay_statements(ctx: &Context, connection: &Connection, work: Work, spen
         let offsets: HashMap<String, u64> = pending.iter().cloned().collect();
         let mut next = Vec::new();
         let mut answered = HashSet::new();
-        let responses = response
-            .body
-            .get("responses")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let responses = batch_items(&response);
         for entry in &responses {
             let Some((payment_id, code, body)) = batch_item(entry, "payment_id") else {
                 continue;
