@@ -86,7 +86,11 @@ impl Application {
 
         let metrics = Arc::new(IngressMetrics::new());
         let stop_link = CancellationToken::new();
-        let (link, link_task) = BrokerLink::start(config.amqp_url.clone(), stop_link.clone());
+        let (link, link_task) = BrokerLink::start(
+            config.amqp_url.clone(),
+            crate::queue::DEFAULT_RETRY_DELAYS.to_vec(),
+            stop_link.clone(),
+        );
         let (intake, pipeline) = Pipeline::start(
             pool.clone(),
             link.clone(),

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::message::{
-    header, reasons, short, Disposition, Failure, Message, Verdict, ERROR_HISTORY_CAP,
-};
+use super::message::{Disposition, Failure, Message, Verdict};
 use super::Context;
-use crate::queue::{retry_queue_name, DEAD_LETTER_EXCHANGE};
+use crate::queue::contract::{headers, reasons, Headers as _, ERROR_HISTORY_CAP, JSON};
+use crate::queue::publisher::short;
+use crate::queue::{retry_queue_name, Envelope, PublishError, DEAD_LETTER_EXCHANGE};
 
 const BATCH: usize = 512;
 
@@ -150,24 +150,14 @@ async fn fail(ctx: &Context, message: Arc<Message>, mut failure: Failure) {
         history.drain(..history.len() - ERROR_HISTORY_CAP);
     }
     let headers = failure_headers(&message, attempt, &failure, &history);
-    let mut properties = BasicProperties::default()
-        .with_message_id(short(&message.event_id))
-        .with_content_type(
-            message
-                .properties
-                .content_type()
-                .clone()
-                .unwrap_or_else(|| short("application/json")),
-        )
-        .with_timestamp(
-            message
-                .properties
-                .timestamp()
-                .unwrap_or_else(|| chrono::Utc::now().timestamp() as u64),
-        );
-    if !message.event_type.is_empty() {
-        properties = properties.with_type(short(&message.event_type));
-    }
+    let properties = match republished_properties(&message) {
+        Ok(properties) => properties.with_headers(headers),
+        Err(error) => {
+            tracing::warn!(%error, event_id = %message.event_id, "cannot republish the event; requeueing");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return requeue(&message).await;
+        }
+    };
     let span_fields = (
         message.event_id.as_str(),
         message.event_type.as_str(),
@@ -184,19 +174,19 @@ async fn fail(ctx: &Context, message: Arc<Message>, mut failure: Failure) {
             // earlier so a burst of retries comes back spread out.
             let jitter = rand::rng().random_range(0.0..=ctx.config.retry_jitter);
             let expiration = (delay.as_millis() as f64 * (1.0 - jitter)).max(1.0) as u64;
-            let properties = properties
-                .with_headers(headers)
-                .with_expiration(short(&expiration.to_string()));
-            let published = ctx
-                .broker
-                .publish(
-                    "",
-                    &retry_queue_name(delay),
-                    &message.body,
-                    properties,
-                    true,
-                )
-                .await;
+            let queue = retry_queue_name(delay);
+            let published = async {
+                let expiration = short("expiration", &expiration.to_string())?;
+                ctx.publish(Envelope {
+                    exchange: "",
+                    routing_key: &queue,
+                    mandatory: true,
+                    body: &message.body,
+                    properties: properties.with_expiration(expiration),
+                })
+                .await
+            }
+            .await;
             if let Err(error) = published {
                 tracing::warn!(%error, event_id = span_fields.0, "could not schedule a retry; requeueing");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -219,16 +209,14 @@ async fn fail(ctx: &Context, message: Arc<Message>, mut failure: Failure) {
             );
         }
         Disposition::DeadLetter(reason) => {
-            let properties = properties.with_headers(headers);
             let published = ctx
-                .broker
-                .publish(
-                    DEAD_LETTER_EXCHANGE,
-                    reason,
-                    &message.body,
+                .publish(Envelope {
+                    exchange: DEAD_LETTER_EXCHANGE,
+                    routing_key: reason,
+                    mandatory: true,
+                    body: &message.body,
                     properties,
-                    true,
-                )
+                })
                 .await;
             if let Err(error) = published {
                 tracing::warn!(%error, event_id = span_fields.0, "could not dead-letter; requeueing");
@@ -299,8 +287,25 @@ async fn record(
     }
 }
 
-fn long(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
+/// The message's own properties, carried over to its retry or dead letter.
+fn republished_properties(message: &Message) -> Result<BasicProperties, PublishError> {
+    let content_type = match message.properties.content_type() {
+        Some(content_type) => content_type.clone(),
+        None => short("content type", JSON)?,
+    };
+    let mut properties = BasicProperties::default()
+        .with_message_id(short("event id", &message.event_id)?)
+        .with_content_type(content_type)
+        .with_timestamp(
+            message
+                .properties
+                .timestamp()
+                .unwrap_or_else(|| chrono::Utc::now().timestamp() as u64),
+        );
+    if !message.event_type.is_empty() {
+        properties = properties.with_type(short("event type", &message.event_type)?);
+    }
+    Ok(properties)
 }
 
 /// The contract's headers: the incoming ones (`traceparent` and others)
@@ -315,11 +320,11 @@ pub fn failure_headers(
     for (key, value) in message.incoming_headers().inner() {
         let name = key.as_str();
         let ours = [
-            header::DEAD_LETTER_REASON,
-            header::DEAD_LETTERED_AT,
-            header::HTTP_STATUS,
-            header::FINCH_CODE,
-            header::FINCH_REQUEST_ID,
+            headers::DEAD_LETTER_REASON,
+            headers::DEAD_LETTERED_AT,
+            headers::HTTP_STATUS,
+            headers::FINCH_CODE,
+            headers::FINCH_REQUEST_ID,
         ];
         if name.starts_with("x-") || ours.contains(&name) {
             continue;
@@ -327,36 +332,26 @@ pub fn failure_headers(
         table.insert(key.clone(), value.clone());
     }
     if let Some(connection_id) = &message.connection_id {
-        table.insert(short(header::CONNECTION_ID), long(connection_id));
+        table.set_text(headers::CONNECTION_ID, connection_id);
     }
-    table.insert(short(header::ATTEMPTS), AMQPValue::LongLongInt(attempt));
-    table.insert(
-        short(header::REPLAY_COUNT),
-        AMQPValue::LongLongInt(message.replay_count),
-    );
-    table.insert(short(header::LAST_ERROR), long(&failure.error));
-    let history: Vec<AMQPValue> = history.iter().map(|entry| long(entry)).collect();
-    table.insert(
-        short(header::ERROR_HISTORY),
-        AMQPValue::FieldArray(FieldArray::from(history)),
-    );
+    table.set_int(headers::ATTEMPTS, attempt);
+    table.set_int(headers::REPLAY_COUNT, message.replay_count);
+    table.set_text(headers::LAST_ERROR, &failure.error);
+    table.set_texts(headers::ERROR_HISTORY, history);
     if let Some(status) = failure.http_status {
-        table.insert(
-            short(header::HTTP_STATUS),
-            AMQPValue::LongLongInt(i64::from(status)),
-        );
+        table.set_int(headers::HTTP_STATUS, i64::from(status));
     }
     if let Some(code) = &failure.finch_code {
-        table.insert(short(header::FINCH_CODE), long(code));
+        table.set_text(headers::FINCH_CODE, code);
     }
     if let Some(id) = &failure.request_id {
-        table.insert(short(header::FINCH_REQUEST_ID), long(id));
+        table.set_text(headers::FINCH_REQUEST_ID, id);
     }
     if let Disposition::DeadLetter(reason) = failure.disposition {
-        table.insert(short(header::DEAD_LETTER_REASON), long(reason));
-        table.insert(
-            short(header::DEAD_LETTERED_AT),
-            long(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        table.set_text(headers::DEAD_LETTER_REASON, reason);
+        table.set_text(
+            headers::DEAD_LETTERED_AT,
+            &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         );
     }
     table

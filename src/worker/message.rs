@@ -10,32 +10,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::FieldTable;
 use lapin::Acker;
 use lapin::BasicProperties;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::finch::{ErrorClass, FinchError};
+use crate::queue::contract::{headers, reasons, Headers as _};
 
-/// Dead-letter reasons (also the DLX routing keys).
-pub mod reasons {
-    pub const UNKNOWN_CONNECTION: &str = "unknown_connection";
-    pub const REAUTHENTICATE_USER: &str = "reauthenticate_user";
-    pub const FINCH_CLIENT_ERROR: &str = "finch_client_error";
-    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
-    pub const UNPARSEABLE: &str = "unparseable";
-}
-
-/// Header names of the dead-letter and retry contract.
-pub use crate::queue::headers as header;
-
-/// Event type of the synthetic message `connections resync` and `connections
-/// add` publish to ask for a full sync.
-pub const RESYNC_EVENT_TYPE: &str = "finch_webhooks.resync";
-
-/// Most entries kept in `error_history`.
-pub const ERROR_HISTORY_CAP: usize = 20;
+/// Kept here too for `connections resync`, which names it through the worker.
+pub use crate::queue::contract::RESYNC_EVENT_TYPE;
 
 /// What an event asks the worker to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,7 +249,7 @@ impl Message {
         finalizer: mpsc::UnboundedSender<Arc<Message>>,
     ) -> (Arc<Self>, Parsed) {
         let properties = delivery.properties.clone();
-        let headers = properties.headers().clone().unwrap_or_default();
+        let table = properties.headers().clone().unwrap_or_default();
         let body: Option<Value> = serde_json::from_slice(&delivery.data).ok();
         let event_type = properties
             .kind()
@@ -278,7 +263,7 @@ impl Message {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        let connection_id = header_string(&headers, header::CONNECTION_ID).or_else(|| {
+        let connection_id = table.text(headers::CONNECTION_ID).or_else(|| {
             body.as_ref()
                 .and_then(|b| b.get("connection_id"))
                 .and_then(Value::as_str)
@@ -289,7 +274,7 @@ impl Message {
             .as_ref()
             .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
-        let replay_count = header_i64(&headers, header::REPLAY_COUNT).unwrap_or(0);
+        let replay_count = table.int(headers::REPLAY_COUNT).unwrap_or(0);
         let span = tracing::info_span!(
             "process",
             otel.kind = "consumer",
@@ -301,7 +286,7 @@ impl Message {
             connection_id = connection_id.as_deref().unwrap_or(""),
             replay_count,
         );
-        let traceparent = header_string(&headers, header::TRACEPARENT);
+        let traceparent = table.text(headers::TRACEPARENT);
         if replay_count > 0 {
             crate::telemetry::link_trace(&span, traceparent.as_deref());
         } else {
@@ -311,8 +296,8 @@ impl Message {
             event_id: event_id.clone(),
             event_type: event_type.clone(),
             connection_id: connection_id.clone(),
-            previous_attempts: header_i64(&headers, header::ATTEMPTS).unwrap_or(0).max(0),
-            error_history: header_strings(&headers, header::ERROR_HISTORY),
+            previous_attempts: table.int(headers::ATTEMPTS).unwrap_or(0).max(0),
+            error_history: table.texts(headers::ERROR_HISTORY),
             replay_count,
             span,
             body: delivery.data,
@@ -406,51 +391,6 @@ impl Message {
     pub fn incoming_headers(&self) -> FieldTable {
         self.properties.headers().clone().unwrap_or_default()
     }
-}
-
-pub fn header_string(table: &FieldTable, key: &str) -> Option<String> {
-    match table.inner().get(key)? {
-        AMQPValue::LongString(value) => {
-            Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
-        }
-        AMQPValue::ShortString(value) => Some(value.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-pub fn header_i64(table: &FieldTable, key: &str) -> Option<i64> {
-    match table.inner().get(key)? {
-        AMQPValue::LongLongInt(v) => Some(*v),
-        AMQPValue::LongInt(v) => Some(i64::from(*v)),
-        AMQPValue::ShortInt(v) => Some(i64::from(*v)),
-        AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
-        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
-        AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
-        AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
-        AMQPValue::LongString(v) => String::from_utf8_lossy(v.as_bytes()).parse().ok(),
-        _ => None,
-    }
-}
-
-pub fn header_strings(table: &FieldTable, key: &str) -> Vec<String> {
-    match table.inner().get(key) {
-        Some(AMQPValue::FieldArray(values)) => values
-            .as_slice()
-            .iter()
-            .filter_map(|value| match value {
-                AMQPValue::LongString(v) => {
-                    Some(String::from_utf8_lossy(v.as_bytes()).into_owned())
-                }
-                AMQPValue::ShortString(v) => Some(v.as_str().to_owned()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-pub fn short(value: &str) -> ShortString {
-    ShortString::from(value)
 }
 
 #[cfg(test)]

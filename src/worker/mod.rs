@@ -12,7 +12,6 @@
 //! ```
 
 pub mod admin;
-pub mod broker;
 pub mod cache;
 pub mod finalize;
 pub mod message;
@@ -32,28 +31,29 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt as _;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::config::WorkerConfig;
 use crate::finch::FinchClient;
-use crate::queue::{self, retry_queue_name, SYNCED_EXCHANGE, WORK_QUEUE};
+use crate::queue::contract::{reasons, JSON};
+use crate::queue::publisher::short;
+use crate::queue::{
+    self, retry_queue_name, Backoff, Envelope, PublishError, Publisher, SYNCED_EXCHANGE, WORK_QUEUE,
+};
 use crate::store::budget::RateBudget;
 use crate::store::connections;
 use crate::store::finch_data::{self, Notification};
 use cache::ConnectionCache;
-use message::{reasons, Action, Failure, Message};
+use message::{Action, Failure, Message};
 use metrics::{RequestLabels, WorkerMetrics};
 use scheduler::{Scheduler, Target};
 
@@ -70,13 +70,26 @@ pub struct Context {
     pub connections: ConnectionCache,
     pub metrics: Arc<WorkerMetrics>,
     pub config: WorkerConfig,
-    pub broker: broker::Broker,
+    /// The confirm channel on the consumer's connection; `None` while disconnected.
+    pub publisher: watch::Sender<Option<Publisher>>,
     pub scheduler: Scheduler,
     pub in_flight: Arc<Semaphore>,
     pub tracker: TaskTracker,
     /// Stops dispatching new Finch requests.
     pub stop: CancellationToken,
     consuming: AtomicBool,
+}
+
+impl Context {
+    /// Publishes through the current connection's confirm channel.
+    pub async fn publish(&self, envelope: Envelope<'_>) -> Result<(), PublishError> {
+        let publisher = self
+            .publisher
+            .borrow()
+            .clone()
+            .ok_or(PublishError::Disconnected)?;
+        publisher.publish(envelope).await
+    }
 }
 
 pub struct Application {
@@ -119,7 +132,7 @@ impl Application {
             metrics,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config,
-            broker: broker::Broker::default(),
+            publisher: watch::Sender::new(None),
             scheduler: Scheduler::new(),
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -189,7 +202,7 @@ impl Application {
             );
         }
         housekeeping.abort();
-        ctx.broker.set(None);
+        ctx.publisher.send_replace(None);
         if let Some(connection) = connection {
             connection.close(200, "worker stopping".into()).await.ok();
         }
@@ -208,11 +221,11 @@ async fn consume(
     done: mpsc::UnboundedSender<Arc<Message>>,
     stop: CancellationToken,
 ) -> Option<lapin::Connection> {
-    let mut retry_in = Duration::from_millis(200);
+    let mut backoff = Backoff::new();
     while !stop.is_cancelled() {
         match open_consumer(&ctx).await {
             Ok((connection, channel, mut consumer)) => {
-                retry_in = Duration::from_millis(200);
+                backoff.reset();
                 ctx.consuming.store(true, Ordering::Relaxed);
                 tracing::info!(
                     queue = WORK_QUEUE,
@@ -240,19 +253,17 @@ async fn consume(
                     }
                 }
                 ctx.consuming.store(false, Ordering::Relaxed);
-                ctx.broker.set(None);
+                ctx.publisher.send_replace(None);
                 tracing::warn!("lost the RabbitMQ consumer; reconnecting");
                 connection.close(200, "reconnecting".into()).await.ok();
             }
             Err(error) => {
-                tracing::warn!(%error, retry_in_ms = retry_in.as_millis() as u64, "RabbitMQ unavailable");
+                tracing::warn!(%error, retry_in_ms = backoff.next_delay().as_millis() as u64, "RabbitMQ unavailable");
             }
         }
-        tokio::select! {
-            () = stop.cancelled() => return None,
-            () = tokio::time::sleep(retry_in) => {}
+        if !backoff.wait(&stop).await {
+            return None;
         }
-        retry_in = (retry_in * 2).min(Duration::from_secs(5));
     }
     None
 }
@@ -262,11 +273,8 @@ async fn open_consumer(
 ) -> lapin::Result<(lapin::Connection, lapin::Channel, lapin::Consumer)> {
     let connection = queue::connect(&ctx.config.amqp_url).await?;
     queue::declare_topology(&connection, &ctx.config.retry_delays).await?;
-    let publish = connection.create_channel().await?;
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    ctx.broker.set(Some(publish));
+    ctx.publisher
+        .send_replace(Some(Publisher::open(&connection).await?));
     let channel = connection.create_channel().await?;
     channel
         .basic_qos(ctx.config.prefetch, BasicQosOptions::default())
@@ -550,23 +558,23 @@ pub async fn publish_notifications(ctx: &Context, notifications: Vec<Notificatio
     }
     let mut published = Vec::with_capacity(notifications.len());
     for notification in &notifications {
-        let properties = BasicProperties::default()
-            .with_content_type(message::short("application/json"))
-            .with_message_id(message::short(&uuid::Uuid::new_v4().to_string()))
-            .with_timestamp(chrono::Utc::now().timestamp() as u64);
         let body = notification.body.to_string();
-        // Not mandatory: no subscriber yet is normal for a topic exchange.
-        match ctx
-            .broker
-            .publish(
-                SYNCED_EXCHANGE,
-                &notification.routing_key,
-                body.as_bytes(),
+        let sent = async {
+            let properties = BasicProperties::default()
+                .with_content_type(short("content type", JSON)?)
+                .with_message_id(short("message id", &uuid::Uuid::new_v4().to_string())?)
+                .with_timestamp(chrono::Utc::now().timestamp() as u64);
+            ctx.publish(Envelope {
+                exchange: SYNCED_EXCHANGE,
+                routing_key: &notification.routing_key,
+                // No subscriber yet is normal for a topic exchange.
+                mandatory: false,
+                body: body.as_bytes(),
                 properties,
-                false,
-            )
+            })
             .await
-        {
+        };
+        match sent.await {
             Ok(()) => published.push(notification.id),
             Err(error) => {
                 tracing::warn!(%error, "notification left in the outbox for the sweeper");
@@ -606,24 +614,17 @@ async fn sample_queue_depths(ctx: &Context) {
             .map(|delay| retry_queue_name(*delay)),
     );
     for name in queues {
-        // A failed passive declare closes its channel: one channel per queue.
+        // A missing queue closes the channel it was asked on: one per queue.
         let Ok(channel) = connection.create_channel().await else {
             break;
         };
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        if let Ok(declared) = channel
-            .queue_declare(name.as_str().into(), passive, FieldTable::default())
-            .await
-        {
+        if let Ok(ready) = queue::ready_messages(&channel, &name).await {
             ctx.metrics
                 .queue_depth
                 .get_or_create(&metrics::QueueLabel {
                     queue: name.clone(),
                 })
-                .set(i64::from(declared.message_count()));
+                .set(i64::from(ready));
         }
         channel.close(200, "sampled".into()).await.ok();
     }

@@ -9,10 +9,11 @@ use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument as _;
 
-use super::message::{reasons, Failure, Message};
+use super::message::{Failure, Message};
 use super::scheduler::{self, Lane, Target, Work};
 use super::Context;
 use crate::finch::{ErrorClass, FinchError, FinchResponse, Product};
+use crate::queue::reasons;
 use crate::store::connections::{self, Connection, ConnectionRow};
 use crate::store::finch_data::{self, Changes, Freshness, Item, Resource, Scope};
 use crate::store::StoreError;

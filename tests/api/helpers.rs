@@ -11,8 +11,7 @@ use std::time::Duration;
 use finch_webhooks::config::Settings;
 use finch_webhooks::ingress::{Application, Clock};
 use finch_webhooks::signature::{signature_header, WebhookSecret};
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use sqlx::{Connection as _, PgPool};
 use tokio::io::copy_bidirectional;
@@ -375,19 +374,11 @@ where
 /// Ready messages in a queue.
 pub async fn queue_len(connection: &lapin::Connection, queue: &str) -> u32 {
     let channel = connection.create_channel().await.unwrap();
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    let ready = finch_webhooks::queue::ready_messages(&channel, queue)
         .await
         .expect("queue exists");
     channel.close(200, "done".into()).await.ok();
-    declared.message_count()
+    ready
 }
 
 /// Takes (and acknowledges) every message in a queue.
