@@ -177,6 +177,13 @@ impl Settings {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// The retry ladder: the worker retries on it, and every role that
+    /// declares the topology declares one retry queue per delay.
+    pub fn retry_delays(&self) -> Result<Vec<Duration>, ConfigError> {
+        parse_delays(&self.worker_retry_delays)
+            .map_err(|reason| ConfigError::new("worker_retry_delays", reason))
+    }
+
     /// Validates everything `serve` needs.
     pub fn ingress(&self) -> Result<IngressConfig, ConfigError> {
         let listen_addr: SocketAddr = self.listen_addr.parse().map_err(|_| {
@@ -232,6 +239,7 @@ impl Settings {
             database_url: self.database_url()?,
             database_max_connections: self.database_max_connections.max(2),
             amqp_url: self.amqp_url()?,
+            retry_delays: self.retry_delays()?,
             verifier: Verifier::new(secrets, self.webhook_tolerance_secs as u64),
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
             ingest_batch_max: self.ingest_batch_max,
@@ -320,8 +328,7 @@ impl Settings {
         for (key, value) in limits {
             positive(key, u64::from(value))?;
         }
-        let retry_delays = parse_delays(&self.worker_retry_delays)
-            .map_err(|reason| ConfigError::new("worker_retry_delays", reason))?;
+        let retry_delays = self.retry_delays()?;
         if !(0.0..1.0).contains(&self.worker_retry_jitter) {
             return Err(ConfigError::new(
                 "worker_retry_jitter",
@@ -438,6 +445,8 @@ pub struct IngressConfig {
     pub database_url: String,
     pub database_max_connections: u32,
     pub amqp_url: String,
+    /// The retry queues the broker link declares, so they match the worker's.
+    pub retry_delays: Vec<Duration>,
     pub verifier: Verifier,
     pub max_body_bytes: usize,
     pub ingest_batch_max: usize,
@@ -512,6 +521,7 @@ mod tests {
             ("amqp_url", "http://127.0.0.1", "AMQP_URL"),
             ("listen_addr", "localhost", "LISTEN_ADDR"),
             ("admin_token", "short", "ADMIN_TOKEN"),
+            ("worker_retry_delays", "soon", "WORKER_RETRY_DELAYS"),
         ];
         for (key, value, expected) in cases {
             let mut overrides = vec![("finch_webhook_secret", SECRET)];
@@ -522,6 +532,15 @@ mod tests {
                 .unwrap_err();
             assert_eq!(&error.setting, expected, "{key}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn the_default_retry_ladder_is_the_one_tools_without_settings_declare() {
+        let settings = Settings::with_overrides(&[]).unwrap();
+        assert_eq!(
+            settings.retry_delays().unwrap(),
+            crate::queue::DEFAULT_RETRY_DELAYS
+        );
     }
 
     #[test]

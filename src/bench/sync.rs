@@ -227,7 +227,7 @@ async fn drive(
     }
     let (requests_before, limited_before) = employer_requests(&stage.emulator);
     let connection = crate::queue::connect(&stage.settings.amqp_url()?).await?;
-    crate::queue::declare_topology(&connection, &crate::queue::DEFAULT_RETRY_DELAYS).await?;
+    crate::queue::declare_topology(&connection, &stage.settings.retry_delays()?).await?;
     let publisher = Publisher::open(&connection).await?;
     let started_at: DateTime<Utc> = Utc::now();
     let started = Instant::now();

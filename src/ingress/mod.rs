@@ -88,7 +88,7 @@ impl Application {
         let stop_link = CancellationToken::new();
         let (link, link_task) = BrokerLink::start(
             config.amqp_url.clone(),
-            crate::queue::DEFAULT_RETRY_DELAYS.to_vec(),
+            config.retry_delays.clone(),
             stop_link.clone(),
         );
         let (intake, pipeline) = Pipeline::start(

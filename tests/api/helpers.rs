@@ -115,17 +115,21 @@ impl TestEnv {
         pool
     }
 
-    /// A connection to the test vhost, whose topology is declared as `migrate` would.
+    /// A connection to the test vhost, whose topology is declared as
+    /// `migrate` would with this environment's settings.
     pub async fn amqp(&self) -> lapin::Connection {
+        self.amqp_with(&self.settings(&[])).await
+    }
+
+    /// A connection to the test vhost, with the topology `settings` declare.
+    pub async fn amqp_with(&self, settings: &Settings) -> lapin::Connection {
         let connection = finch_webhooks::queue::connect(&self.amqp_url)
             .await
             .expect("test vhost connection");
-        finch_webhooks::queue::declare_topology(
-            &connection,
-            &finch_webhooks::queue::DEFAULT_RETRY_DELAYS,
-        )
-        .await
-        .expect("topology");
+        let retry_delays = settings.retry_delays().expect("valid retry delays");
+        finch_webhooks::queue::declare_topology(&connection, &retry_delays)
+            .await
+            .expect("topology");
         connection
     }
 
