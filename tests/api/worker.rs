@@ -169,6 +169,13 @@ async fn an_event_for_an_unknown_connection_is_dead_lettered_with_the_contract_h
         message.delivery.data,
         event_body("individual.updated", "conn_nobody").as_bytes()
     );
+    // The worker records the dead letter once the broker confirmed it.
+    eventually(
+        Duration::from_secs(10),
+        "the dead letter is recorded",
+        || async { event_state(&ingress.pool, &event_id).await.1.is_some() },
+    )
+    .await;
     let (processed, reason, attempts) = event_state(&ingress.pool, &event_id).await;
     assert!(!processed);
     assert_eq!(reason.as_deref(), Some("unknown_connection"));
