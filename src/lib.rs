@@ -13,6 +13,7 @@ pub mod dev;
 pub mod dlq;
 pub mod emulator;
 pub mod finch;
+pub mod health;
 pub mod ingress;
 pub mod metrics;
 pub mod queue;

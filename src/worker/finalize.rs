@@ -226,7 +226,7 @@ async fn fail(ctx: &Context, message: Arc<Message>, mut failure: Failure) {
             record(ctx, &message, attempt, &failure, Some(reason)).await;
             ctx.metrics
                 .dead_letters
-                .get_or_create(&super::metrics::ReasonLabel { reason })
+                .get_or_create(&crate::metrics::ReasonLabel { reason })
                 .inc();
             ctx.metrics.count_event(message.label(), "dead_lettered");
             tracing::error!(

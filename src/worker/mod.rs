@@ -15,7 +15,6 @@ pub mod admin;
 pub mod cache;
 pub mod finalize;
 pub mod message;
-pub mod metrics;
 pub mod scheduler;
 pub mod sync;
 
@@ -25,16 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
 use futures::StreamExt as _;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -44,6 +37,8 @@ use tracing::Instrument as _;
 
 use crate::config::WorkerConfig;
 use crate::finch::FinchClient;
+use crate::health::{self, Probe, Readiness};
+use crate::metrics::{self, RequestLabels, WorkerMetrics};
 use crate::queue::contract::{reasons, JSON};
 use crate::queue::publisher::short;
 use crate::queue::{
@@ -54,7 +49,6 @@ use crate::store::connections;
 use crate::store::finch_data::{self, Notification};
 use cache::ConnectionCache;
 use message::{Action, Failure, Message};
-use metrics::{RequestLabels, WorkerMetrics};
 use scheduler::{Scheduler, Target};
 
 /// How long a connection row (and its decrypted token) is reused.
@@ -161,7 +155,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Self { listener, ctx } = self;
         let http_stop = CancellationToken::new();
-        let server = axum::serve(listener, router(ctx.clone())).with_graceful_shutdown({
+        let server = axum::serve(listener, health::router(ctx.clone())).with_graceful_shutdown({
             let stop = http_stop.clone();
             async move { stop.cancelled().await }
         });
@@ -631,47 +625,17 @@ async fn sample_queue_depths(ctx: &Context) {
     connection.close(200, "sampled".into()).await.ok();
 }
 
-fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route("/readyz", get(readiness))
-        .route("/metrics", get(render_metrics))
-        .with_state(ctx)
-}
+/// Ready while Postgres answers and the work queue is being consumed.
+impl Probe for Context {
+    async fn readiness(&self) -> Readiness {
+        let postgres = health::postgres_answers(&self.pool).await;
+        let consuming = self.consuming.load(Ordering::Relaxed);
+        Readiness::new()
+            .require("postgres", postgres, "ok", "unreachable")
+            .require("rabbitmq", consuming, "consuming", "disconnected")
+    }
 
-async fn readiness(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    let postgres = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&ctx.pool),
-    )
-    .await
-    .is_ok_and(|result| result.is_ok());
-    let consuming = ctx.consuming.load(Ordering::Relaxed);
-    let ready = postgres && consuming;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({
-            "status": if ready { "ready" } else { "not_ready" },
-            "postgres": if postgres { "ok" } else { "unreachable" },
-            "rabbitmq": if consuming { "consuming" } else { "disconnected" },
-        })),
-    )
-}
-
-async fn render_metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        ctx.metrics.render(),
-    )
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
 }

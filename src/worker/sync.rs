@@ -45,7 +45,7 @@ pub async fn dispatch(ctx: Arc<Context>, lane: Arc<Lane>) {
         };
         ctx.metrics
             .rate_limit_wait
-            .get_or_create(&super::metrics::ProductLabel {
+            .get_or_create(&crate::metrics::ProductLabel {
                 product: product.as_str(),
             })
             .inc_by(waited.as_secs_f64());
@@ -165,7 +165,7 @@ impl Spend {
             Some(waited) => {
                 ctx.metrics
                     .rate_limit_wait
-                    .get_or_create(&super::metrics::ProductLabel {
+                    .get_or_create(&crate::metrics::ProductLabel {
                         product: product.as_str(),
                     })
                     .inc_by(waited.as_secs_f64());

@@ -185,6 +185,87 @@ async fn an_event_for_an_unknown_connection_is_dead_lettered_with_the_contract_h
     ingress.stop().await;
 }
 
+/// `/readyz` of a worker: status code and body.
+async fn worker_readiness(base: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_worker_is_ready_only_while_consuming_and_serves_its_health_and_metrics() {
+    let env = TestEnv::new().await;
+    let broker = crate::helpers::rabbitmq_amqp_addr();
+    let outage = crate::helpers::Outage::proxy(&broker).await;
+    outage.set_up(false);
+    let amqp_via_proxy = outage.rewrite(&env.amqp_url, &broker);
+    let settings = worker_settings(
+        &env,
+        "http://127.0.0.1:9",
+        &[("amqp_url", amqp_via_proxy.as_str())],
+    );
+    let app = Application::build(settings.worker().unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        stopped.await.ok();
+    }));
+
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        health.json::<serde_json::Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
+    assert_eq!(
+        worker_readiness(&base).await,
+        (
+            503,
+            json!({"status": "not_ready", "postgres": "ok", "rabbitmq": "disconnected"})
+        )
+    );
+
+    outage.set_up(true);
+    eventually(
+        Duration::from_secs(15),
+        "the worker consumes once the broker is back",
+        || async { worker_readiness(&base).await.0 == 200 },
+    )
+    .await;
+    assert_eq!(
+        worker_readiness(&base).await,
+        (
+            200,
+            json!({"status": "ready", "postgres": "ok", "rabbitmq": "consuming"})
+        )
+    );
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(
+        metrics.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let metrics = metrics.text().await.unwrap();
+    for expected in [
+        "# TYPE finch_webhooks_worker_processing_latency_seconds histogram",
+        "finch_webhooks_worker_retries_total 0",
+        "finch_webhooks_worker_synced_notifications_total 0",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("finch_webhooks_ingress_"),
+        "a role shows only its own metrics"
+    );
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn test_and_unknown_event_types_are_recorded_and_acknowledged() {
     let env = TestEnv::new().await;
