@@ -15,7 +15,7 @@ use super::Context;
 use crate::finch::{ErrorClass, FinchError, FinchResponse, Product};
 use crate::queue::reasons;
 use crate::store::connections::{self, Connection, ConnectionRow};
-use crate::store::finch_data::{self, Changes, Freshness, Item, Resource, Scope};
+use crate::store::finch_data::{self, Changes, Freshness, Item, Scope};
 use crate::store::StoreError;
 
 /// Runs a product's dispatcher until the worker stops.
@@ -236,8 +236,8 @@ fn freshness(response: &FinchResponse, fetched_at: chrono::DateTime<Utc>) -> Fre
 }
 
 enum Write {
-    Upsert(Resource, Vec<Item>),
-    Delete(Resource, Scope),
+    Upsert(Product, Vec<Item>),
+    Delete(Product, Scope),
 }
 
 /// Applies the writes and queues their notifications in one transaction,
@@ -257,21 +257,14 @@ async fn commit(
     let mut changes = Changes::default();
     for write in &writes {
         match write {
-            Write::Upsert(resource, items) => {
-                finch_data::upsert(
-                    &mut tx,
-                    *resource,
-                    connection_id,
-                    items,
-                    fresh,
-                    &mut changes,
-                )
-                .await?;
+            Write::Upsert(product, items) => {
+                finch_data::upsert(&mut tx, *product, connection_id, items, fresh, &mut changes)
+                    .await?;
             }
-            Write::Delete(resource, scope) => {
+            Write::Delete(product, scope) => {
                 finch_data::mark_deleted(
                     &mut tx,
-                    *resource,
+                    *product,
                     connection_id,
                     scope,
                     fresh,
@@ -309,7 +302,7 @@ async fn company(ctx: &Context, connection: &Connection, work: Work) {
         ctx,
         &connection.row.connection_id,
         fresh,
-        vec![Write::Upsert(Resource::Company, vec![item])],
+        vec![Write::Upsert(Product::Company, vec![item])],
     )
     .await
     .map(drop)
@@ -372,9 +365,9 @@ async fn directory(ctx: &Context, connection: &Connection, work: Work, spend: &m
     let ids: Vec<String> = items.iter().map(|item| item.ids[0].clone()).collect();
     let fresh = fresh.expect("at least one page was read");
     let writes = vec![
-        Write::Upsert(Resource::Directory, items),
+        Write::Upsert(Product::Directory, items),
         Write::Delete(
-            Resource::Directory,
+            Product::Directory,
             Scope::AllExcept {
                 present: ids.clone(),
             },
@@ -429,10 +422,6 @@ fn batch_item<'a>(response: &'a Value, id_key: &str) -> Option<(String, u16, &'a
 }
 
 async fn individuals(ctx: &Context, connection: &Connection, product: Product, work: Work) {
-    let resource = match product {
-        Product::Employment => Resource::Employment,
-        _ => Resource::Individual,
-    };
     let ids: Vec<String> = work.items.keys().cloned().collect();
     let fetched_at = Utc::now();
     let response = match ctx
@@ -476,8 +465,8 @@ async fn individuals(ctx: &Context, connection: &Connection, product: Product, w
         }
     }
     let writes = vec![
-        Write::Upsert(resource, items),
-        Write::Delete(resource, Scope::Exactly(gone)),
+        Write::Upsert(product, items),
+        Write::Delete(product, Scope::Exactly(gone)),
     ];
     match commit(ctx, &connection.row.connection_id, fresh, writes).await {
         Ok(_) => {
@@ -516,9 +505,9 @@ async fn payments(ctx: &Context, connection: &Connection, work: Work) {
         .collect();
     let ids: Vec<String> = items.iter().map(|item| item.ids[0].clone()).collect();
     let writes = vec![
-        Write::Upsert(Resource::Payment, items),
+        Write::Upsert(Product::Payment, items),
         Write::Delete(
-            Resource::Payment,
+            Product::Payment,
             Scope::PaidBetween {
                 start,
                 end,
@@ -635,9 +624,9 @@ async fn pay_statements(ctx: &Context, connection: &Connection, work: Work, spen
             })
             .collect();
         let present = items.iter().map(|item| item.ids[1].clone()).collect();
-        writes.push(Write::Upsert(Resource::PayStatement, items));
+        writes.push(Write::Upsert(Product::PayStatement, items));
         writes.push(Write::Delete(
-            Resource::PayStatement,
+            Product::PayStatement,
             Scope::OfPayment {
                 payment_id: payment_id.clone(),
                 present,
@@ -646,7 +635,7 @@ async fn pay_statements(ctx: &Context, connection: &Connection, work: Work, spen
     }
     for payment_id in not_found {
         writes.push(Write::Delete(
-            Resource::PayStatement,
+            Product::PayStatement,
             Scope::OfPayment {
                 payment_id,
                 present: Vec::new(),

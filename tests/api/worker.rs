@@ -10,9 +10,7 @@ use finch_webhooks::config::Settings;
 use finch_webhooks::finch::Product;
 use finch_webhooks::queue::{DEAD_LETTER_QUEUE, WORK_QUEUE};
 use finch_webhooks::store::budget::{Grant, RateBudget};
-use finch_webhooks::store::finch_data::{
-    self, ChangeKind, Changes, Freshness, Item, Resource, Scope,
-};
+use finch_webhooks::store::finch_data::{self, ChangeKind, Changes, Freshness, Item, Scope};
 use finch_webhooks::worker::Application;
 use lapin::types::AMQPValue;
 use serde_json::json;
@@ -352,6 +350,88 @@ async fn the_rate_budget_is_shared_by_every_holder_and_slides() {
 }
 
 #[tokio::test]
+async fn every_product_lands_in_its_table_and_is_announced_under_its_finch_name() {
+    let env = TestEnv::new().await;
+    let pool = env.pool().await;
+    let individual = json!({"individual_id": "i1"});
+    let expected: [(Product, &str, &str, &[&str], serde_json::Value); 6] = [
+        (Product::Company, "finch_company", "company", &[], json!({})),
+        (
+            Product::Directory,
+            "finch_directory",
+            "directory",
+            &["i1"],
+            individual.clone(),
+        ),
+        (
+            Product::Individual,
+            "finch_individuals",
+            "individual",
+            &["i1"],
+            individual.clone(),
+        ),
+        (
+            Product::Employment,
+            "finch_employments",
+            "employment",
+            &["i1"],
+            individual,
+        ),
+        (
+            Product::Payment,
+            "finch_payments",
+            "payment",
+            &["p1"],
+            json!({"payment_id": "p1"}),
+        ),
+        (
+            Product::PayStatement,
+            "finch_pay_statements",
+            "pay_statement",
+            &["p1", "i1"],
+            json!({"payment_id": "p1", "individual_id": "i1"}),
+        ),
+    ];
+    for (product, table, name, key_values, ids) in expected {
+        let key_values: Vec<String> = key_values.iter().map(|&id| id.to_owned()).collect();
+        let mut tx = pool.begin().await.unwrap();
+        let mut changes = Changes::default();
+        finch_data::upsert(
+            &mut tx,
+            product,
+            "conn",
+            &[Item {
+                ids: key_values,
+                data: json!({"pay_date": "2024-01-05"}),
+            }],
+            Freshness {
+                data_retrieved_at: None,
+                fetched_at: Utc::now(),
+            },
+            &mut changes,
+        )
+        .await
+        .unwrap();
+        let notifications = finch_data::queue_notifications(&mut tx, "conn", &changes)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(finch_data::table(product), table);
+        let rows: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE connection_id = 'conn'"
+        ))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(rows, 1, "{table}");
+        assert_eq!(notifications.len(), 1, "{name}");
+        assert_eq!(notifications[0].routing_key, format!("{name}.created"));
+        assert_eq!(notifications[0].body["resource"], name);
+        assert_eq!(notifications[0].body["ids"], json!([ids]));
+    }
+}
+
+#[tokio::test]
 async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_once() {
     let env = TestEnv::new().await;
     let pool = env.pool().await;
@@ -363,7 +443,7 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
             let mut changes = Changes::default();
             finch_data::upsert(
                 &mut tx,
-                Resource::Individual,
+                Product::Individual,
                 "conn",
                 &[Item {
                     ids: vec!["ind".into()],
@@ -414,7 +494,7 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
     let gone = Scope::Exactly(vec![vec!["ind".into()]]);
     finch_data::mark_deleted(
         &mut tx,
-        Resource::Individual,
+        Product::Individual,
         "conn",
         &gone,
         fresh,
@@ -424,7 +504,7 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
     .unwrap();
     finch_data::mark_deleted(
         &mut tx,
-        Resource::Individual,
+        Product::Individual,
         "conn",
         &gone,
         fresh,
