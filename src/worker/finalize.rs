@@ -18,6 +18,7 @@ use super::Context;
 use crate::queue::contract::{headers, reasons, Headers as _, ERROR_HISTORY_CAP, JSON};
 use crate::queue::publisher::short;
 use crate::queue::{retry_queue_name, Envelope, PublishError, DEAD_LETTER_EXCHANGE};
+use crate::store::events::{self, Processed};
 
 const BATCH: usize = 512;
 
@@ -67,22 +68,15 @@ async fn finish(ctx: &Context, messages: Vec<Arc<Message>>) {
 }
 
 async fn acknowledge(ctx: &Context, messages: Vec<(Arc<Message>, Option<String>)>) {
-    let ids: Vec<&str> = messages.iter().map(|(m, _)| m.event_id.as_str()).collect();
-    let attempts: Vec<i32> = messages
+    let processed: Vec<Processed<'_>> = messages
         .iter()
-        .map(|(m, _)| i32::try_from(m.attempt()).unwrap_or(i32::MAX))
+        .map(|(message, note)| Processed {
+            event_id: &message.event_id,
+            attempts: i32::try_from(message.attempt()).unwrap_or(i32::MAX),
+            note: note.as_deref(),
+        })
         .collect();
-    let notes: Vec<Option<&str>> = messages.iter().map(|(_, n)| n.as_deref()).collect();
-    let recorded = sqlx::query(
-        "UPDATE webhook_events e SET processed_at = now(), attempts = u.attempts, last_error = u.note
-         FROM UNNEST($1::text[], $2::int[], $3::text[]) AS u(id, attempts, note)
-         WHERE e.event_id = u.id",
-    )
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&notes)
-    .execute(&ctx.pool)
-    .await;
+    let recorded = events::mark_processed(&ctx.pool, &processed).await;
     if let Err(error) = recorded {
         // The data is committed; a redelivery redoes it harmlessly.
         tracing::warn!(%error, "could not record processed events; returning them to the queue");
@@ -258,27 +252,18 @@ async fn record(
     let attempts = i32::try_from(attempt).unwrap_or(i32::MAX);
     let result = match reason {
         Some(reason) => {
-            sqlx::query(
-                "UPDATE webhook_events SET dead_lettered_at = now(), dead_letter_reason = $2,
-                     attempts = $3, last_error = $4
-                 WHERE event_id = $1",
+            events::mark_dead_lettered(
+                &ctx.pool,
+                &message.event_id,
+                reason,
+                attempts,
+                &failure.error,
             )
-            .bind(&message.event_id)
-            .bind(reason)
-            .bind(attempts)
-            .bind(&failure.error)
-            .execute(&ctx.pool)
             .await
         }
         None => {
-            sqlx::query(
-                "UPDATE webhook_events SET attempts = $2, last_error = $3 WHERE event_id = $1",
-            )
-            .bind(&message.event_id)
-            .bind(attempts)
-            .bind(&failure.error)
-            .execute(&ctx.pool)
-            .await
+            events::record_failed_attempt(&ctx.pool, &message.event_id, attempts, &failure.error)
+                .await
         }
     };
     if let Err(error) = result {
