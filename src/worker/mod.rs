@@ -87,6 +87,7 @@ pub struct Context {
     pub connections: ConnectionCache,
     /// Served at `/metrics`.
     pub metrics: Arc<WorkerMetrics>,
+    /// The validated settings.
     pub config: WorkerConfig,
     /// The confirm channel on the consumer's connection; `None` while disconnected.
     pub publisher: watch::Sender<Option<Publisher>>,
