@@ -1,6 +1,6 @@
 //! The work queue's consumer: connects, declares the topology, opens the
 //! confirm channel the worker publishes on, and hands each delivery to
-//! [`route`](super::route), reconnecting with backoff until stopped.
+//! [`route`], reconnecting with backoff until stopped.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! One dispatcher per product: waits until some connection's collected
 //! work is due, takes a request from the shared rate budget, and only then
-//! picks whose batch goes out (see [`scheduler`](super::scheduler)), which
-//! [`fetch`](super::fetch) then reads and commits.
+//! picks whose batch goes out (see [`scheduler`]), which
+//! [`fetch`] then reads and commits.
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! From a delivery to the work it asks for: read and classify the event,
 //! find its connection, then either queue its Finch reads with the
-//! [`scheduler`](super::scheduler) or start its handler ([`account`](super::account),
-//! [`job`](super::job)). Anything that cannot be routed is settled at once.
+//! [`scheduler`](super::scheduler) or start its handler ([`account`],
+//! [`job`]). Anything that cannot be routed is settled at once.
 
 use std::sync::Arc;
 

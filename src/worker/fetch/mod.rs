@@ -10,11 +10,11 @@
 //!
 //! Each settles the messages waiting on its batch once the commit is done.
 
-mod company;
-mod directory;
-mod individuals;
-mod pay_statements;
-mod payments;
+pub mod company;
+pub mod directory;
+pub mod individuals;
+pub mod pay_statements;
+pub mod payments;
 
 use std::sync::Arc;
 
