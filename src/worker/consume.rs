@@ -18,7 +18,7 @@ use crate::queue::{self, Backoff, Publisher, WORK_QUEUE};
 /// Connects, declares the topology and consumes, reconnecting with backoff
 /// until `stop` fires. Messages held on a lost connection are redelivered
 /// by the broker; processing them again is harmless.
-pub(super) async fn consume(
+pub(super) async fn run(
     ctx: Arc<Context>,
     done: mpsc::UnboundedSender<Arc<Message>>,
     stop: CancellationToken,

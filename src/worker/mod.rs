@@ -199,7 +199,7 @@ impl Application {
             .collect();
         let housekeeping = tokio::spawn(housekeeping::run(ctx.clone()));
         let stop_intake = CancellationToken::new();
-        let consumer = tokio::spawn(consume::consume(ctx.clone(), done_tx, stop_intake.clone()));
+        let consumer = tokio::spawn(consume::run(ctx.clone(), done_tx, stop_intake.clone()));
 
         shutdown.await;
         tracing::info!("worker stopping: no new events, finishing in-flight requests");
