@@ -100,11 +100,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Migrate => {
             let database_url = settings.database_url()?;
             let amqp_url = settings.amqp_url()?;
+            let retry_delays = settings.retry_delays()?;
             let pool = store::connect(&database_url, 2).await?;
             store::migrate(&pool).await?;
             let connection = crate::queue::connect(&amqp_url).await?;
-            crate::queue::declare_topology(&connection, &crate::queue::DEFAULT_RETRY_DELAYS)
-                .await?;
+            crate::queue::declare_topology(&connection, &retry_delays).await?;
             connection.close(0, "migrated".into()).await.ok();
             tracing::info!("database migrated and RabbitMQ topology declared");
             Ok(())

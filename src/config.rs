@@ -177,6 +177,13 @@ impl Settings {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// The retry ladder: the worker retries on it, and every role that
+    /// declares the topology declares one retry queue per delay.
+    pub fn retry_delays(&self) -> Result<Vec<Duration>, ConfigError> {
+        parse_delays(&self.worker_retry_delays)
+            .map_err(|reason| ConfigError::new("worker_retry_delays", reason))
+    }
+
     /// Validates everything `serve` needs.
     pub fn ingress(&self) -> Result<IngressConfig, ConfigError> {
         let listen_addr: SocketAddr = self.listen_addr.parse().map_err(|_| {
@@ -232,6 +239,7 @@ impl Settings {
             database_url: self.database_url()?,
             database_max_connections: self.database_max_connections.max(2),
             amqp_url: self.amqp_url()?,
+            retry_delays: self.retry_delays()?,
             verifier: Verifier::new(secrets, self.webhook_tolerance_secs as u64),
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
             ingest_batch_max: self.ingest_batch_max,
@@ -320,8 +328,7 @@ impl Settings {
         for (key, value) in limits {
             positive(key, u64::from(value))?;
         }
-        let retry_delays = parse_delays(&self.worker_retry_delays)
-            .map_err(|reason| ConfigError::new("worker_retry_delays", reason))?;
+        let retry_delays = self.retry_delays()?;
         if !(0.0..1.0).contains(&self.worker_retry_jitter) {
             return Err(ConfigError::new(
                 "worker_retry_jitter",
@@ -409,41 +416,73 @@ pub struct RateLimits {
 /// Validated settings of the worker.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
+    /// Where `/healthz`, `/readyz` and `/metrics` listen.
     pub listen_addr: SocketAddr,
     pub database_url: String,
+    /// Pool size; at least 4, since commits, budget checks and the
+    /// finalizer use it at once.
     pub database_max_connections: u32,
     pub amqp_url: String,
+    /// Where Finch is and how long a request may take.
     pub finch: FinchApiConfig,
+    /// Decrypts the stored access tokens.
     pub token_key: TokenKey,
+    /// Unacknowledged messages held at once: a payrun's events must all be
+    /// held to share one batch.
     pub prefetch: u16,
+    /// A batch goes out once no event joined it for this long...
     pub coalesce_window: Duration,
+    /// ...or this long after its first event, whichever comes first.
     pub coalesce_max: Duration,
+    /// Finch requests in flight at once, all products together.
     pub max_in_flight: usize,
+    /// Finch's per-product limits, shared by every worker.
     pub rate_limits: RateLimits,
+    /// Attempts before a retryable failure is dead-lettered.
     pub max_attempts: u32,
+    /// The wait before each retry (the last repeats); one retry queue each.
     pub retry_delays: Vec<Duration>,
+    /// Share of a delay taken off at random, so a burst's retries spread out.
     pub retry_jitter: f64,
+    /// Individuals per directory request.
     pub directory_page_size: u32,
+    /// Pay statements per payment per request.
     pub pay_statement_page_size: u32,
+    /// Payment ids per pay-statement request.
     pub pay_statement_batch_max: usize,
+    /// Days either side of a `payment.*` event's pay date that are reread.
     pub payment_window_days: u32,
+    /// How far back a full sync reads payments.
     pub full_sync_since: chrono::NaiveDate,
+    /// How long in-flight work may hold up a stop.
     pub shutdown_timeout: Duration,
 }
 
 /// Validated settings of the ingress.
 #[derive(Debug, Clone)]
 pub struct IngressConfig {
+    /// Where the webhook endpoint, health, metrics and admin API listen.
     pub listen_addr: SocketAddr,
     pub database_url: String,
+    /// Pool size; at least 2, since the relay holds one for its lock while
+    /// it queries with another.
     pub database_max_connections: u32,
     pub amqp_url: String,
+    /// The retry queues the broker link declares, so they match the worker's.
+    pub retry_delays: Vec<Duration>,
+    /// Checks Finch's signature and timestamp with the configured secrets.
     pub verifier: Verifier,
+    /// Larger bodies are refused (413) before being read in full.
     pub max_body_bytes: usize,
+    /// Most deliveries committed together.
     pub ingest_batch_max: usize,
+    /// How often the relay looks for events the direct publish missed.
     pub outbox_poll_interval: Duration,
+    /// How long the relay leaves a fresh event to the direct publish.
     pub outbox_grace: Duration,
+    /// `Retry-After` of a 503, when Postgres cannot store an event.
     pub retry_after_secs: u64,
+    /// How long in-flight requests and the pipeline may hold up a stop.
     pub shutdown_timeout: Duration,
     /// Bearer token of the admin API; `None` leaves `/admin/` unmounted.
     pub admin_token: Option<SecretString>,
@@ -512,6 +551,7 @@ mod tests {
             ("amqp_url", "http://127.0.0.1", "AMQP_URL"),
             ("listen_addr", "localhost", "LISTEN_ADDR"),
             ("admin_token", "short", "ADMIN_TOKEN"),
+            ("worker_retry_delays", "soon", "WORKER_RETRY_DELAYS"),
         ];
         for (key, value, expected) in cases {
             let mut overrides = vec![("finch_webhook_secret", SECRET)];
@@ -522,6 +562,15 @@ mod tests {
                 .unwrap_err();
             assert_eq!(&error.setting, expected, "{key}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn the_default_retry_ladder_is_the_one_tools_without_settings_declare() {
+        let settings = Settings::with_overrides(&[]).unwrap();
+        assert_eq!(
+            settings.retry_delays().unwrap(),
+            crate::queue::DEFAULT_RETRY_DELAYS
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! The modules follow the path of an event: [`ingress`] verifies and stores
 //! it, [`queue`] carries it, [`worker`] acts on it through the [`finch`]
 //! client and writes to the [`store`]. [`emulator`] stands in for Finch.
+//! Both roles answer health checks through [`health`] and count in [`metrics`].
 
 pub mod bench;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod dev;
 pub mod dlq;
 pub mod emulator;
 pub mod finch;
+pub mod health;
 pub mod ingress;
 pub mod metrics;
 pub mod queue;

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use secrecy::ExposeSecret as _;
 use tokio::sync::Mutex;
 
@@ -238,19 +236,11 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
 /// Ready messages in the work queue.
 async fn work_queue_depth(amqp: &lapin::Connection) -> anyhow::Result<u64> {
     let channel = amqp.create_channel().await?;
-    let queue = channel
-        .queue_declare(
-            WORK_QUEUE.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    let ready = crate::queue::ready_messages(&channel, WORK_QUEUE)
         .await
         .context(
             "the work queue does not exist: run `finch-webhooks migrate` or start `serve` first",
         )?;
     channel.close(200, "counted".into()).await.ok();
-    Ok(u64::from(queue.message_count()))
+    Ok(u64::from(ready))
 }

@@ -21,6 +21,7 @@ use crate::finch::{FinchClient, Product};
 use crate::queue::{OutgoingEvent, Publisher};
 use crate::store::budget::RateBudget;
 use crate::store::events::NewEvent;
+use crate::store::finch_data;
 use crate::worker;
 
 const BENCH_TOKEN_KEY: &str = "YmVuY2gtb25seS10b2tlbi1rZXktMzItYnl0ZXMtISE=";
@@ -227,7 +228,7 @@ async fn drive(
     }
     let (requests_before, limited_before) = employer_requests(&stage.emulator);
     let connection = crate::queue::connect(&stage.settings.amqp_url()?).await?;
-    crate::queue::declare_topology(&connection, &crate::queue::DEFAULT_RETRY_DELAYS).await?;
+    crate::queue::declare_topology(&connection, &stage.settings.retry_delays()?).await?;
     let publisher = Publisher::open(&connection).await?;
     let started_at: DateTime<Utc> = Utc::now();
     let started = Instant::now();
@@ -495,16 +496,13 @@ async fn first_sync(args: &SyncArgs, settings: &Settings) -> anyhow::Result<Stri
         .unwrap_or_default();
     mismatches += compare(
         &stage.pool,
-        "finch_directory",
+        finch_data::table(Product::Directory),
         &connection_id,
         "individual_id",
         expected,
     )
     .await?;
-    for (product, table) in [
-        (Product::Individual, "finch_individuals"),
-        (Product::Employment, "finch_employments"),
-    ] {
+    for product in [Product::Individual, Product::Employment] {
         stage.paid(product).await;
         let response = stage
             .finch
@@ -513,7 +511,7 @@ async fn first_sync(args: &SyncArgs, settings: &Settings) -> anyhow::Result<Stri
         let expected = batch_bodies(&response.body, "individual_id");
         mismatches += compare(
             &stage.pool,
-            table,
+            finch_data::table(product),
             &connection_id,
             "individual_id",
             expected,
@@ -574,7 +572,7 @@ async fn many_connections(
         let expected = batch_bodies(&response.body, "individual_id");
         mismatches += compare(
             &stage.pool,
-            "finch_individuals",
+            finch_data::table(Product::Individual),
             &seeded.connection_id,
             "individual_id",
             expected,

@@ -1,5 +1,6 @@
 //! The HTTP ingress: the endpoint registered in the Finch dashboard, plus
-//! health, readiness and metrics, and the admin API when a token is set.
+//! health, readiness and metrics ([`crate::health`]), and the admin API when
+//! a token is set.
 
 pub mod admin;
 pub mod error;
@@ -11,18 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::routing::post;
+use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IngressConfig;
+use crate::health::{self, Probe, Readiness};
 use crate::metrics::IngressMetrics;
 use crate::queue::BrokerLink;
 use crate::signature::Verifier;
@@ -86,7 +84,11 @@ impl Application {
 
         let metrics = Arc::new(IngressMetrics::new());
         let stop_link = CancellationToken::new();
-        let (link, link_task) = BrokerLink::start(config.amqp_url.clone(), stop_link.clone());
+        let (link, link_task) = BrokerLink::start(
+            config.amqp_url.clone(),
+            config.retry_delays.clone(),
+            stop_link.clone(),
+        );
         let (intake, pipeline) = Pipeline::start(
             pool.clone(),
             link.clone(),
@@ -195,53 +197,35 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/finch",
             post(webhook::receive).fallback(|| async { error::IngressError::MethodNotAllowed }),
         )
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route("/readyz", get(readiness))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(health::router(Arc::new(state)))
 }
 
 /// Ready while Postgres answers: events can then be made durable, and the
 /// outbox covers a missing broker. Broker state and backlog are reported.
-async fn readiness(State(state): State<AppState>) -> impl IntoResponse {
-    let postgres = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
-    )
-    .await
-    .is_ok_and(|result| result.is_ok());
-    let backlog = if postgres {
-        store::events::outbox_backlog(&state.pool).await.ok()
-    } else {
-        None
-    };
-    let status = if postgres {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({
-        "status": if postgres { "ready" } else { "not_ready" },
-        "postgres": if postgres { "ok" } else { "unreachable" },
-        "rabbitmq": if state.link.is_connected() { "connected" } else { "disconnected" },
-        "outbox_backlog": backlog,
-    });
-    (status, Json(body))
-}
+impl Probe for AppState {
+    async fn readiness(&self) -> Readiness {
+        let postgres = health::postgres_answers(&self.pool).await;
+        let backlog = if postgres {
+            store::events::outbox_backlog(&self.pool).await.ok()
+        } else {
+            None
+        };
+        let rabbitmq = if self.link.is_connected() {
+            "connected"
+        } else {
+            "disconnected"
+        };
+        Readiness::new()
+            .require("postgres", postgres, "ok", "unreachable")
+            .report("rabbitmq", rabbitmq)
+            .report("outbox_backlog", backlog)
+    }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state
-        .metrics
-        .broker_connected
-        .set(i64::from(state.link.is_connected()));
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    fn metrics(&self) -> String {
+        self.metrics
+            .broker_connected
+            .set(i64::from(self.link.is_connected()));
+        self.metrics.render()
+    }
 }

@@ -10,10 +10,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{declare_topology, Publisher};
+use super::{declare_topology, Backoff, Publisher};
 
-const FIRST_RETRY: Duration = Duration::from_millis(200);
-const LONGEST_RETRY: Duration = Duration::from_secs(5);
 /// How often a quiet connection is checked for having died silently.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -26,14 +24,19 @@ pub struct BrokerLink {
 }
 
 impl BrokerLink {
-    /// Starts the connection task; it ends when `shutdown` is cancelled.
-    pub fn start(amqp_url: String, shutdown: CancellationToken) -> (Self, JoinHandle<()>) {
+    /// Starts the connection task, which declares the topology with
+    /// `retry_delays` on every connect; it ends when `shutdown` is cancelled.
+    pub fn start(
+        amqp_url: String,
+        retry_delays: Vec<Duration>,
+        shutdown: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
         let (current, _) = watch::channel(None);
         let link = Self {
             current,
             suspect: Arc::new(Notify::new()),
         };
-        let task = tokio::spawn(link.clone().maintain(amqp_url, shutdown));
+        let task = tokio::spawn(link.clone().maintain(amqp_url, retry_delays, shutdown));
         (link, task)
     }
 
@@ -55,13 +58,18 @@ impl BrokerLink {
         self.suspect.notify_one();
     }
 
-    async fn maintain(self, amqp_url: String, shutdown: CancellationToken) {
-        let mut retry_in = FIRST_RETRY;
+    async fn maintain(
+        self,
+        amqp_url: String,
+        retry_delays: Vec<Duration>,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Backoff::new();
         while !shutdown.is_cancelled() {
-            match self.connect(&amqp_url).await {
+            match self.connect(&amqp_url, &retry_delays).await {
                 Ok((connection, publisher)) => {
                     tracing::info!("connected to RabbitMQ");
-                    retry_in = FIRST_RETRY;
+                    backoff.reset();
                     self.current.send_replace(Some(publisher.clone()));
                     let mut events = connection.events_listener();
                     loop {
@@ -90,20 +98,22 @@ impl BrokerLink {
                     connection.close(200, "reconnecting".into()).await.ok();
                 }
                 Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = retry_in.as_millis() as u64, "RabbitMQ unavailable");
+                    tracing::warn!(%error, retry_in_ms = backoff.next_delay().as_millis() as u64, "RabbitMQ unavailable");
                 }
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(retry_in) => {}
+            if !backoff.wait(&shutdown).await {
+                return;
             }
-            retry_in = (retry_in * 2).min(LONGEST_RETRY);
         }
     }
 
-    async fn connect(&self, amqp_url: &str) -> lapin::Result<(lapin::Connection, Publisher)> {
+    async fn connect(
+        &self,
+        amqp_url: &str,
+        retry_delays: &[Duration],
+    ) -> lapin::Result<(lapin::Connection, Publisher)> {
         let connection = super::connect(amqp_url).await?;
-        declare_topology(&connection, &super::DEFAULT_RETRY_DELAYS).await?;
+        declare_topology(&connection, retry_delays).await?;
         let publisher = Publisher::open(&connection).await?;
         Ok((connection, publisher))
     }

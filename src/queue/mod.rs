@@ -1,4 +1,5 @@
-//! RabbitMQ: the topology every role declares, and the confirmed publisher.
+//! RabbitMQ: the one AMQP layer. Every role connects, declares the topology
+//! and publishes through this module.
 //!
 //! ```text
 //! finch.events (topic, key = event_type) ──► finch.events.work (quorum)
@@ -12,211 +13,34 @@
 //! the work queue when its TTL expires, so no consumer holds it meanwhile.
 //! Dead-lettering is at-least-once (RabbitMQ 3.10+): the broker keeps a
 //! message until the target queue confirmed it.
+//!
+//! - [`topology`]: the exchanges and queues, declared from settings.
+//! - [`contract`]: header names, dead-letter reasons, typed header access.
+//! - [`publisher`]: the confirmed publisher everyone publishes through.
+//! - [`link`]: a kept connection for publishers that must never wait.
+//! - [`backoff`], [`depth`]: reconnect pacing and queue depth.
 
+pub mod backoff;
+pub mod contract;
+pub mod depth;
 pub mod link;
 pub mod publisher;
+pub mod topology;
 
-use std::time::Duration;
+use lapin::{Connection, ConnectionProperties};
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
-
+pub use backoff::Backoff;
+pub(crate) use contract::string;
+pub use contract::{headers, reasons, Headers};
+pub use depth::ready_messages;
 pub use link::BrokerLink;
-pub use publisher::{OutgoingEvent, PublishError, Publisher};
-
-/// Topic exchange for live events; the routing key is the event type.
-pub const EVENTS_EXCHANGE: &str = "finch.events";
-/// Quorum queue the workers consume.
-pub const WORK_QUEUE: &str = "finch.events.work";
-/// Exchange for events that could not be processed.
-pub const DEAD_LETTER_EXCHANGE: &str = "finch.events.dlx";
-/// Where dead-lettered events wait for an operator.
-pub const DEAD_LETTER_QUEUE: &str = "finch.events.dlq";
-/// Prefix of the delayed-retry queues, followed by the delay (`5s`, `2m`, ...).
-pub const RETRY_QUEUE_PREFIX: &str = "finch.events.retry.";
-/// Topic exchange on which workers announce committed data changes.
-pub const SYNCED_EXCHANGE: &str = "finch.synced";
-
-/// The default retry ladder: attempt n waits `DEFAULT_RETRY_DELAYS[n-1]`
-/// (the last one repeats).
-pub const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
-    Duration::from_secs(5),
-    Duration::from_secs(30),
-    Duration::from_secs(120),
-    Duration::from_secs(600),
-    Duration::from_secs(1800),
-];
-
-/// Name of the retry queue that holds messages for `delay`.
-pub fn retry_queue_name(delay: Duration) -> String {
-    let millis = delay.as_millis();
-    let suffix = if millis % 60_000 == 0 {
-        format!("{}m", millis / 60_000)
-    } else if millis % 1000 == 0 {
-        format!("{}s", millis / 1000)
-    } else {
-        format!("{millis}ms")
-    };
-    format!("{RETRY_QUEUE_PREFIX}{suffix}")
-}
-
-/// Message header names: part of the contract with workers and DLQ tooling.
-/// The ingress sets the first two; the worker's dead-letter and retry
-/// messages carry the rest; the DLQ tools read them all.
-pub mod headers {
-    pub const CONNECTION_ID: &str = "connection_id";
-    pub const DEAD_LETTER_REASON: &str = "dead_letter_reason";
-    pub const DEAD_LETTERED_AT: &str = "dead_lettered_at";
-    pub const ATTEMPTS: &str = "attempts";
-    pub const HTTP_STATUS: &str = "http_status";
-    pub const FINCH_CODE: &str = "finch_code";
-    pub const FINCH_REQUEST_ID: &str = "finch_request_id";
-    pub const LAST_ERROR: &str = "last_error";
-    pub const ERROR_HISTORY: &str = "error_history";
-    pub const REPLAY_COUNT: &str = "replay_count";
-    pub const TRACEPARENT: &str = crate::telemetry::TRACEPARENT;
-    /// Added by replays: when the most recent one republished the message.
-    pub const REPLAYED_AT: &str = "replayed_at";
-    /// RabbitMQ's record of the broker dead-lettering a message.
-    pub const X_DEATH: &str = "x-death";
-}
-
-/// Routing key of messages the ingress dead-letters itself.
-pub const UNPARSEABLE: &str = "unparseable";
-
-/// Deliveries after which the broker dead-letters a message that keeps
-/// crashing consumers (a poison message), instead of redelivering it forever.
-const WORK_QUEUE_DELIVERY_LIMIT: i64 = 20;
+pub use publisher::{Envelope, OutgoingEvent, PublishError, Publisher};
+pub use topology::{
+    declare_topology, retry_queue_name, DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE,
+    DEFAULT_RETRY_DELAYS, EVENTS_EXCHANGE, RETRY_QUEUE_PREFIX, SYNCED_EXCHANGE, WORK_QUEUE,
+};
 
 pub async fn connect(amqp_url: &str) -> lapin::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name("finch-webhooks".into());
     Connection::connect(amqp_url, properties).await
-}
-
-/// Declares exchanges, queues and bindings; safe to repeat, and every role
-/// does it on connect so that start order never matters.
-pub async fn declare_topology(
-    connection: &Connection,
-    retry_delays: &[Duration],
-) -> lapin::Result<()> {
-    let channel = connection.create_channel().await?;
-    let durable_exchange = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    channel
-        .exchange_declare(
-            EVENTS_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable_exchange,
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .exchange_declare(
-            DEAD_LETTER_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable_exchange,
-            FieldTable::default(),
-        )
-        .await?;
-
-    let durable_queue = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel
-        .exchange_declare(
-            SYNCED_EXCHANGE.into(),
-            ExchangeKind::Topic,
-            durable_exchange,
-            FieldTable::default(),
-        )
-        .await?;
-
-    let mut work_arguments = dead_lettering(DEAD_LETTER_EXCHANGE, None);
-    work_arguments.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(WORK_QUEUE_DELIVERY_LIMIT),
-    );
-    channel
-        .queue_declare(WORK_QUEUE.into(), durable_queue, work_arguments)
-        .await?;
-    channel
-        .queue_declare(DEAD_LETTER_QUEUE.into(), durable_queue, classic())
-        .await?;
-    for delay in retry_delays {
-        let mut arguments = dead_lettering("", Some(WORK_QUEUE));
-        arguments.insert(
-            "x-message-ttl".into(),
-            AMQPValue::LongLongInt(delay.as_millis() as i64),
-        );
-        channel
-            .queue_declare(
-                retry_queue_name(*delay).as_str().into(),
-                durable_queue,
-                arguments,
-            )
-            .await?;
-    }
-
-    channel
-        .queue_bind(
-            WORK_QUEUE.into(),
-            EVENTS_EXCHANGE.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            DEAD_LETTER_QUEUE.into(),
-            DEAD_LETTER_EXCHANGE.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel.close(200, "topology declared".into()).await.ok();
-    Ok(())
-}
-
-/// Quorum queue arguments for safe dead-lettering into `exchange`.
-fn dead_lettering(exchange: &str, routing_key: Option<&str>) -> FieldTable {
-    let mut arguments = quorum();
-    arguments.insert("x-dead-letter-exchange".into(), string(exchange));
-    if let Some(routing_key) = routing_key {
-        arguments.insert("x-dead-letter-routing-key".into(), string(routing_key));
-    }
-    arguments.insert("x-dead-letter-strategy".into(), string("at-least-once"));
-    // At-least-once dead-lettering requires publishers to be refused, not
-    // messages dropped, when a queue is full.
-    arguments.insert("x-overflow".into(), string("reject-publish"));
-    arguments
-}
-
-/// The DLQ is classic: a quorum queue hands one consumer at most 65,535
-/// unacknowledged messages (2,000 with an unlimited prefetch) and requeues
-/// explicitly nacked ones out of order, so a large DLQ could not be read
-/// whole without disturbing it (see README.dlq.md).
-fn classic() -> FieldTable {
-    let mut arguments = FieldTable::default();
-    arguments.insert("x-queue-type".into(), string("classic"));
-    arguments
-}
-
-fn quorum() -> FieldTable {
-    let mut arguments = FieldTable::default();
-    arguments.insert("x-queue-type".into(), string("quorum"));
-    arguments
-}
-
-pub(crate) fn string(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
-}
-
-pub(crate) fn short(value: &str) -> ShortString {
-    ShortString::from(value)
 }

@@ -1,78 +1,88 @@
-//! Persistent, mandatory publishing with publisher confirms, pipelined: a
-//! batch's frames all go out before any confirm is awaited, so a batch costs
-//! one broker round trip rather than one per message.
+//! The one confirmed publisher. Every message is persistent and every
+//! publish waits for the broker's confirm; a batch is pipelined (all its
+//! frames go out before any confirm is awaited), so it costs one broker round
+//! trip rather than one per message.
+//!
+//! Nothing on this path panics on bad input: a value that cannot be an AMQP
+//! short string (255 bytes at most) is a [`PublishError::TooLong`].
 
 use bytes::Bytes;
 use futures::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection};
-
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 use tracing::Instrument as _;
 
-use super::{headers, short, string, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
-use crate::telemetry::{self, TRACEPARENT};
+use super::contract::{headers, reasons, Headers as _, JSON};
+use super::{DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
+use crate::telemetry;
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
 
-/// An event on its way to the broker.
-#[derive(Debug, Clone)]
-pub struct OutgoingEvent {
-    pub event_id: String,
-    pub event_type: Option<String>,
-    pub connection_id: Option<String>,
-    pub body: Bytes,
-    /// Events with a reason go to the dead-letter exchange instead of the work exchange.
-    pub dead_letter_reason: Option<String>,
-    /// Trace context of the delivery; the publish span becomes its child.
-    pub traceparent: Option<String>,
-}
-
-impl OutgoingEvent {
-    fn destination(&self) -> (&'static str, &str) {
-        match (&self.dead_letter_reason, &self.event_type) {
-            (Some(reason), _) => (DEAD_LETTER_EXCHANGE, reason.as_str()),
-            (None, Some(event_type)) => (EVENTS_EXCHANGE, event_type.as_str()),
-            (None, None) => (DEAD_LETTER_EXCHANGE, super::UNPARSEABLE),
-        }
-    }
-
-    fn properties(&self, traceparent: Option<String>) -> BasicProperties {
-        let mut table = FieldTable::default();
-        if let Some(traceparent) = traceparent {
-            table.insert(TRACEPARENT.into(), string(&traceparent));
-        }
-        if let Some(connection_id) = &self.connection_id {
-            table.insert(headers::CONNECTION_ID.into(), string(connection_id));
-        }
-        if let Some(reason) = &self.dead_letter_reason {
-            table.insert(headers::DEAD_LETTER_REASON.into(), string(reason));
-        }
-        let mut properties = BasicProperties::default()
-            .with_delivery_mode(PERSISTENT)
-            .with_content_type(short("application/json"))
-            .with_message_id(short(&self.event_id))
-            .with_timestamp(chrono::Utc::now().timestamp() as u64)
-            .with_headers(table);
-        if let Some(event_type) = &self.event_type {
-            properties = properties.with_type(short(event_type));
-        }
-        properties
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("broker error: {0}")]
-    Broker(#[from] lapin::Error),
+    #[error("not connected to RabbitMQ")]
+    Disconnected,
+    #[error("RabbitMQ: {0}")]
+    Broker(lapin::Error),
     #[error("broker refused the message (nack)")]
     Nacked,
     #[error("no queue is bound for the message (returned as unroutable)")]
     Unroutable,
+    #[error("the message's {field} is {bytes} bytes; AMQP allows at most 255")]
+    TooLong { field: &'static str, bytes: usize },
 }
 
-/// A confirm-mode channel. Cheap to share: lapin channels are thread-safe.
+impl From<lapin::Error> for PublishError {
+    fn from(error: lapin::Error) -> Self {
+        Self::Broker(error)
+    }
+}
+
+/// `value` as an AMQP short string; `field` names it in the error.
+pub fn short(field: &'static str, value: &str) -> Result<ShortString, PublishError> {
+    ShortString::try_new(value).map_err(|_| PublishError::TooLong {
+        field,
+        bytes: value.len(),
+    })
+}
+
+/// One message and where it goes.
+#[derive(Debug, Clone)]
+pub struct Envelope<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    /// Set where a queue must take the message: one that no queue takes
+    /// comes back as [`PublishError::Unroutable`] instead of vanishing.
+    pub mandatory: bool,
+    pub body: &'a [u8],
+    /// Sent as given, except that the message is always made persistent.
+    pub properties: BasicProperties,
+}
+
+/// The broker's verdict on one sent message, still to come.
+#[must_use = "a publish is only done once its confirm is awaited"]
+pub struct Confirm(PublisherConfirm);
+
+impl Confirm {
+    /// Waits for the broker: `Ok` once it has the message and a queue took
+    /// it (or none had to).
+    pub async fn wait(self) -> Result<(), PublishError> {
+        match self.0.await? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
+                Err(PublishError::Unroutable)
+            }
+            Confirmation::Nack(None) => Err(PublishError::Nacked),
+            // Only a channel without confirms answers this; `open` selects them.
+            Confirmation::NotRequested => Ok(()),
+        }
+    }
+}
+
+/// A confirm-mode channel. Cheap to clone and share: lapin channels are
+/// thread-safe.
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
@@ -89,6 +99,33 @@ impl Publisher {
 
     pub fn is_open(&self) -> bool {
         self.channel.status().connected()
+    }
+
+    /// Sends one message without waiting for the broker; await the returned
+    /// [`Confirm`] for its verdict. Sending many before awaiting any is what
+    /// makes a batch cheap.
+    pub async fn send(&self, envelope: Envelope<'_>) -> Result<Confirm, PublishError> {
+        let exchange = short("exchange", envelope.exchange)?;
+        let routing_key = short("routing key", envelope.routing_key)?;
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange,
+                routing_key,
+                BasicPublishOptions {
+                    mandatory: envelope.mandatory,
+                    ..BasicPublishOptions::default()
+                },
+                envelope.body,
+                envelope.properties.with_delivery_mode(PERSISTENT),
+            )
+            .await?;
+        Ok(Confirm(confirm))
+    }
+
+    /// Sends one message and waits for the broker's verdict.
+    pub async fn publish(&self, envelope: Envelope<'_>) -> Result<(), PublishError> {
+        self.send(envelope).await?.wait().await
     }
 
     /// Publishes every event and waits for the broker's verdict on each; the
@@ -111,36 +148,74 @@ impl Publisher {
             telemetry::continue_trace(&span, event.traceparent.as_deref());
             let traceparent =
                 telemetry::traceparent_of(&span).or_else(|| event.traceparent.clone());
-            let sent = self
-                .channel
-                .basic_publish(
-                    short(exchange),
-                    short(routing_key),
-                    BasicPublishOptions {
+            let sent = match event.properties(traceparent) {
+                Ok(properties) => {
+                    self.send(Envelope {
+                        exchange,
+                        routing_key,
                         mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &event.body,
-                    event.properties(traceparent),
-                )
-                .instrument(span.clone())
-                .await;
+                        body: &event.body,
+                        properties,
+                    })
+                    .instrument(span.clone())
+                    .await
+                }
+                Err(error) => Err(error),
+            };
             confirms.push(sent);
             spans.push(span);
         }
-        join_all(confirms.into_iter().zip(spans).map(|(sent, span)| {
-            async move {
-                let confirmation = sent?.await?;
-                if confirmation.is_nack() {
-                    return Err(PublishError::Nacked);
-                }
-                if confirmation.take_message().is_some() {
-                    return Err(PublishError::Unroutable);
-                }
-                Ok(())
-            }
-            .instrument(span)
-        }))
+        join_all(
+            confirms
+                .into_iter()
+                .zip(spans)
+                .map(|(sent, span)| async move { sent?.wait().await }.instrument(span)),
+        )
         .await
+    }
+}
+
+/// A webhook event on its way to the broker.
+#[derive(Debug, Clone)]
+pub struct OutgoingEvent {
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub connection_id: Option<String>,
+    pub body: Bytes,
+    /// Events with a reason go to the dead-letter exchange instead of the work exchange.
+    pub dead_letter_reason: Option<String>,
+    /// Trace context of the delivery; the publish span becomes its child.
+    pub traceparent: Option<String>,
+}
+
+impl OutgoingEvent {
+    fn destination(&self) -> (&'static str, &str) {
+        match (&self.dead_letter_reason, &self.event_type) {
+            (Some(reason), _) => (DEAD_LETTER_EXCHANGE, reason.as_str()),
+            (None, Some(event_type)) => (EVENTS_EXCHANGE, event_type.as_str()),
+            (None, None) => (DEAD_LETTER_EXCHANGE, reasons::UNPARSEABLE),
+        }
+    }
+
+    fn properties(&self, traceparent: Option<String>) -> Result<BasicProperties, PublishError> {
+        let mut table = FieldTable::default();
+        if let Some(traceparent) = traceparent {
+            table.set_text(headers::TRACEPARENT, &traceparent);
+        }
+        if let Some(connection_id) = &self.connection_id {
+            table.set_text(headers::CONNECTION_ID, connection_id);
+        }
+        if let Some(reason) = &self.dead_letter_reason {
+            table.set_text(headers::DEAD_LETTER_REASON, reason);
+        }
+        let mut properties = BasicProperties::default()
+            .with_content_type(short("content type", JSON)?)
+            .with_message_id(short("event id", &self.event_id)?)
+            .with_timestamp(chrono::Utc::now().timestamp() as u64)
+            .with_headers(table);
+        if let Some(event_type) = &self.event_type {
+            properties = properties.with_type(short("event type", event_type)?);
+        }
+        Ok(properties)
     }
 }

@@ -118,3 +118,69 @@ pub async fn outbox_backlog(pool: &PgPool) -> Result<i64, StoreError> {
             .await?,
     )
 }
+
+/// An event the worker finished, as `webhook_events` records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Processed<'a> {
+    pub event_id: &'a str,
+    /// Processing attempts, this one included.
+    pub attempts: i32,
+    /// A remark kept in `last_error` though the event succeeded (a skip).
+    pub note: Option<&'a str>,
+}
+
+/// Records finished events, in one statement.
+pub async fn mark_processed(pool: &PgPool, events: &[Processed<'_>]) -> Result<(), StoreError> {
+    let ids: Vec<&str> = events.iter().map(|event| event.event_id).collect();
+    let attempts: Vec<i32> = events.iter().map(|event| event.attempts).collect();
+    let notes: Vec<Option<&str>> = events.iter().map(|event| event.note).collect();
+    sqlx::query(
+        "UPDATE webhook_events e SET processed_at = now(), attempts = u.attempts, last_error = u.note
+         FROM UNNEST($1::text[], $2::int[], $3::text[]) AS u(id, attempts, note)
+         WHERE e.event_id = u.id",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&notes)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records a failed attempt of an event that will be retried.
+pub async fn record_failed_attempt(
+    pool: &PgPool,
+    event_id: &str,
+    attempts: i32,
+    error: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE webhook_events SET attempts = $2, last_error = $3 WHERE event_id = $1")
+        .bind(event_id)
+        .bind(attempts)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records that the worker dead-lettered an event, and why.
+pub async fn mark_dead_lettered(
+    pool: &PgPool,
+    event_id: &str,
+    reason: &str,
+    attempts: i32,
+    error: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE webhook_events SET dead_lettered_at = now(), dead_letter_reason = $2,
+             attempts = $3, last_error = $4
+         WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .bind(reason)
+    .bind(attempts)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

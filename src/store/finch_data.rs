@@ -8,54 +8,37 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
+use crate::finch::Product;
 
-/// A kind of row in the copy, named as in `finch.synced` routing keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Resource {
-    Company,
-    Directory,
-    Individual,
-    Employment,
-    Payment,
-    PayStatement,
-}
-
-impl Resource {
-    pub fn table(self) -> &'static str {
-        match self {
-            Resource::Company => "finch_company",
-            Resource::Directory => "finch_directory",
-            Resource::Individual => "finch_individuals",
-            Resource::Employment => "finch_employments",
-            Resource::Payment => "finch_payments",
-            Resource::PayStatement => "finch_pay_statements",
-        }
-    }
-
-    /// The Finch id columns after `connection_id`.
-    pub fn keys(self) -> &'static [&'static str] {
-        match self {
-            Resource::Company => &[],
-            Resource::Directory | Resource::Individual | Resource::Employment => &["individual_id"],
-            Resource::Payment => &["payment_id"],
-            Resource::PayStatement => &["payment_id", "individual_id"],
-        }
-    }
-
-    /// First part of the `finch.synced` routing key.
-    pub fn name(self) -> &'static str {
-        match self {
-            Resource::Company => "company",
-            Resource::Directory => "directory",
-            Resource::Individual => "individual",
-            Resource::Employment => "employment",
-            Resource::Payment => "payment",
-            Resource::PayStatement => "pay_statement",
-        }
+/// The mirror table of a product's data.
+pub fn table(product: Product) -> &'static str {
+    match product {
+        Product::Company => "finch_company",
+        Product::Directory => "finch_directory",
+        Product::Individual => "finch_individuals",
+        Product::Employment => "finch_employments",
+        Product::Payment => "finch_payments",
+        Product::PayStatement => "finch_pay_statements",
     }
 }
 
-/// One item as Finch returned it, with its ids in `Resource::keys` order.
+/// The Finch id columns of a product's table, after `connection_id`.
+pub fn key_columns(product: Product) -> &'static [&'static str] {
+    match product {
+        Product::Company => &[],
+        Product::Directory | Product::Individual | Product::Employment => &["individual_id"],
+        Product::Payment => &["payment_id"],
+        Product::PayStatement => &["payment_id", "individual_id"],
+    }
+}
+
+/// How `finch.synced` names a product (the routing key's first part and the
+/// body's `resource`): Finch's own name for it, as in its permission scopes.
+fn synced_name(product: Product) -> &'static str {
+    product.permission()
+}
+
+/// One item as Finch returned it, with its ids in [`key_columns`] order.
 #[derive(Debug, Clone)]
 pub struct Item {
     pub ids: Vec<String>,
@@ -82,7 +65,7 @@ impl ChangeKind {
 /// Rows a commit changed, announced on `finch.synced`.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
-    entries: Vec<(Resource, ChangeKind, Vec<String>)>,
+    entries: Vec<(Product, ChangeKind, Vec<String>)>,
 }
 
 impl Changes {
@@ -94,8 +77,8 @@ impl Changes {
         self.entries.is_empty()
     }
 
-    pub fn push(&mut self, resource: Resource, kind: ChangeKind, ids: Vec<String>) {
-        self.entries.push((resource, kind, ids));
+    pub fn push(&mut self, product: Product, kind: ChangeKind, ids: Vec<String>) {
+        self.entries.push((product, kind, ids));
     }
 
     pub fn count(&self, kind: ChangeKind) -> usize {
@@ -114,7 +97,7 @@ pub struct Freshness {
 /// records which rows were created (or revived) and which changed.
 pub async fn upsert(
     tx: &mut PgConnection,
-    resource: Resource,
+    product: Product,
     connection_id: &str,
     items: &[Item],
     freshness: Freshness,
@@ -137,8 +120,8 @@ pub async fn upsert(
     if unique.is_empty() {
         return Ok(());
     }
-    let keys = resource.keys();
-    let table = resource.table();
+    let keys = key_columns(product);
+    let table = table(product);
     let n = keys.len();
     let key_params: Vec<String> = (0..n).map(|i| format!("${}::text[]", i + 2)).collect();
     let data_param = format!("${}::text[]", n + 2);
@@ -221,20 +204,20 @@ pub async fn upsert(
         }
     }
     for ids in created {
-        changes.push(resource, ChangeKind::Created, ids);
+        changes.push(product, ChangeKind::Created, ids);
     }
     for ids in updated {
-        changes.push(resource, ChangeKind::Updated, ids);
+        changes.push(product, ChangeKind::Updated, ids);
     }
     Ok(())
 }
 
-/// Rows of `resource` for the connection that Finch no longer returns.
+/// Rows of a product's table for the connection that Finch no longer returns.
 #[derive(Debug, Clone)]
 pub enum Scope {
     /// These exact rows (ids in key order), confirmed gone by a 404.
     Exactly(Vec<Vec<String>>),
-    /// Every row of the resource not in `present` (a full directory read).
+    /// Every row of the table not in `present` (a full directory read).
     AllExcept { present: Vec<String> },
     /// Payments paid within the range not in `present`.
     PaidBetween {
@@ -253,14 +236,14 @@ pub enum Scope {
 /// wrote them after this response was produced.
 pub async fn mark_deleted(
     tx: &mut PgConnection,
-    resource: Resource,
+    product: Product,
     connection_id: &str,
     scope: &Scope,
     freshness: Freshness,
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
-    let table = resource.table();
-    let keys = resource.keys();
+    let table = table(product);
+    let keys = key_columns(product);
     let returning = if keys.is_empty() {
         "connection_id".to_owned()
     } else {
@@ -351,7 +334,7 @@ pub async fn mark_deleted(
             .map(|k| row.try_get::<String, _>(k))
             .collect::<Result<_, _>>()
             .map_err(StoreError::from)?;
-        changes.push(resource, ChangeKind::Deleted, ids);
+        changes.push(product, ChangeKind::Deleted, ids);
     }
     Ok(())
 }
@@ -378,36 +361,37 @@ pub async fn queue_notifications(
         return Ok(Vec::new());
     }
     let synced_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    type Group<'a> = ((Resource, ChangeKind), Vec<&'a Vec<String>>);
+    type Group<'a> = ((Product, ChangeKind), Vec<&'a Vec<String>>);
     let mut grouped: Vec<Group<'_>> = Vec::new();
-    for (resource, kind, ids) in &changes.entries {
+    for (product, kind, ids) in &changes.entries {
         match grouped
             .iter_mut()
-            .find(|(key, _)| *key == (*resource, *kind))
+            .find(|(key, _)| *key == (*product, *kind))
         {
             Some((_, list)) => list.push(ids),
-            None => grouped.push(((*resource, *kind), vec![ids])),
+            None => grouped.push(((*product, *kind), vec![ids])),
         }
     }
     let mut keys = Vec::new();
     let mut bodies = Vec::new();
-    for ((resource, kind), all_ids) in grouped {
+    for ((product, kind), all_ids) in grouped {
+        let resource = synced_name(product);
         for chunk in all_ids.chunks(IDS_PER_NOTIFICATION) {
             let ids: Vec<Value> = chunk
                 .iter()
                 .map(|ids| {
                     let mut object = serde_json::Map::new();
-                    for (name, value) in resource.keys().iter().zip(ids.iter()) {
+                    for (name, value) in key_columns(product).iter().zip(ids.iter()) {
                         object.insert((*name).to_owned(), json!(value));
                     }
                     Value::Object(object)
                 })
                 .collect();
-            keys.push(format!("{}.{}", resource.name(), kind.as_str()));
+            keys.push(format!("{resource}.{}", kind.as_str()));
             bodies.push(
                 json!({
                     "connection_id": connection_id,
-                    "resource": resource.name(),
+                    "resource": resource,
                     "change": kind.as_str(),
                     "ids": ids,
                     "synced_at": synced_at,

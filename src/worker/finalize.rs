@@ -7,17 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::message::{
-    header, reasons, short, Disposition, Failure, Message, Verdict, ERROR_HISTORY_CAP,
-};
+use super::message::{Disposition, Failure, Message, Verdict};
 use super::Context;
-use crate::queue::{retry_queue_name, DEAD_LETTER_EXCHANGE};
+use crate::queue::contract::{headers, reasons, Headers as _, ERROR_HISTORY_CAP, JSON};
+use crate::queue::publisher::short;
+use crate::queue::{retry_queue_name, Envelope, PublishError, DEAD_LETTER_EXCHANGE};
+use crate::store::events::{self, Processed};
 
 const BATCH: usize = 512;
 
@@ -67,22 +68,15 @@ async fn finish(ctx: &Context, messages: Vec<Arc<Message>>) {
 }
 
 async fn acknowledge(ctx: &Context, messages: Vec<(Arc<Message>, Option<String>)>) {
-    let ids: Vec<&str> = messages.iter().map(|(m, _)| m.event_id.as_str()).collect();
-    let attempts: Vec<i32> = messages
+    let processed: Vec<Processed<'_>> = messages
         .iter()
-        .map(|(m, _)| i32::try_from(m.attempt()).unwrap_or(i32::MAX))
+        .map(|(message, note)| Processed {
+            event_id: &message.event_id,
+            attempts: i32::try_from(message.attempt()).unwrap_or(i32::MAX),
+            note: note.as_deref(),
+        })
         .collect();
-    let notes: Vec<Option<&str>> = messages.iter().map(|(_, n)| n.as_deref()).collect();
-    let recorded = sqlx::query(
-        "UPDATE webhook_events e SET processed_at = now(), attempts = u.attempts, last_error = u.note
-         FROM UNNEST($1::text[], $2::int[], $3::text[]) AS u(id, attempts, note)
-         WHERE e.event_id = u.id",
-    )
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&notes)
-    .execute(&ctx.pool)
-    .await;
+    let recorded = events::mark_processed(&ctx.pool, &processed).await;
     if let Err(error) = recorded {
         // The data is committed; a redelivery redoes it harmlessly.
         tracing::warn!(%error, "could not record processed events; returning them to the queue");
@@ -150,24 +144,14 @@ async fn fail(ctx: &Context, message: Arc<Message>, mut failure: Failure) {
         history.drain(..history.len() - ERROR_HISTORY_CAP);
     }
     let headers = failure_headers(&message, attempt, &failure, &history);
-    let mut properties = BasicProperties::default()
-        .with_message_id(short(&message.event_id))
-        .with_content_type(
-            message
-                .properties
-                .content_type()
-                .clone()
-                .unwrap_or_else(|| short("application/json")),
-        )
-        .with_timestamp(
-            message
-                .properties
-                .timestamp()
-                .unwrap_or_else(|| chrono::Utc::now().timestamp() as u64),
-        );
-    if !message.event_type.is_empty() {
-        properties = properties.with_type(short(&message.event_type));
-    }
+    let properties = match republished_properties(&message) {
+        Ok(properties) => properties.with_headers(headers),
+        Err(error) => {
+            tracing::warn!(%error, event_id = %message.event_id, "cannot republish the event; requeueing");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return requeue(&message).await;
+        }
+    };
     let span_fields = (
         message.event_id.as_str(),
         message.event_type.as_str(),
@@ -184,19 +168,19 @@ async fn fail(ctx: &Context, message: Arc<Message>, mut failure: Failure) {
             // earlier so a burst of retries comes back spread out.
             let jitter = rand::rng().random_range(0.0..=ctx.config.retry_jitter);
             let expiration = (delay.as_millis() as f64 * (1.0 - jitter)).max(1.0) as u64;
-            let properties = properties
-                .with_headers(headers)
-                .with_expiration(short(&expiration.to_string()));
-            let published = ctx
-                .broker
-                .publish(
-                    "",
-                    &retry_queue_name(delay),
-                    &message.body,
-                    properties,
-                    true,
-                )
-                .await;
+            let queue = retry_queue_name(delay);
+            let published = async {
+                let expiration = short("expiration", &expiration.to_string())?;
+                ctx.publish(Envelope {
+                    exchange: "",
+                    routing_key: &queue,
+                    mandatory: true,
+                    body: &message.body,
+                    properties: properties.with_expiration(expiration),
+                })
+                .await
+            }
+            .await;
             if let Err(error) = published {
                 tracing::warn!(%error, event_id = span_fields.0, "could not schedule a retry; requeueing");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -219,16 +203,14 @@ async fn fail(ctx: &Context, message: Arc<Message>, mut failure: Failure) {
             );
         }
         Disposition::DeadLetter(reason) => {
-            let properties = properties.with_headers(headers);
             let published = ctx
-                .broker
-                .publish(
-                    DEAD_LETTER_EXCHANGE,
-                    reason,
-                    &message.body,
+                .publish(Envelope {
+                    exchange: DEAD_LETTER_EXCHANGE,
+                    routing_key: reason,
+                    mandatory: true,
+                    body: &message.body,
                     properties,
-                    true,
-                )
+                })
                 .await;
             if let Err(error) = published {
                 tracing::warn!(%error, event_id = span_fields.0, "could not dead-letter; requeueing");
@@ -238,7 +220,7 @@ async fn fail(ctx: &Context, message: Arc<Message>, mut failure: Failure) {
             record(ctx, &message, attempt, &failure, Some(reason)).await;
             ctx.metrics
                 .dead_letters
-                .get_or_create(&super::metrics::ReasonLabel { reason })
+                .get_or_create(&crate::metrics::ReasonLabel { reason })
                 .inc();
             ctx.metrics.count_event(message.label(), "dead_lettered");
             tracing::error!(
@@ -270,27 +252,18 @@ async fn record(
     let attempts = i32::try_from(attempt).unwrap_or(i32::MAX);
     let result = match reason {
         Some(reason) => {
-            sqlx::query(
-                "UPDATE webhook_events SET dead_lettered_at = now(), dead_letter_reason = $2,
-                     attempts = $3, last_error = $4
-                 WHERE event_id = $1",
+            events::mark_dead_lettered(
+                &ctx.pool,
+                &message.event_id,
+                reason,
+                attempts,
+                &failure.error,
             )
-            .bind(&message.event_id)
-            .bind(reason)
-            .bind(attempts)
-            .bind(&failure.error)
-            .execute(&ctx.pool)
             .await
         }
         None => {
-            sqlx::query(
-                "UPDATE webhook_events SET attempts = $2, last_error = $3 WHERE event_id = $1",
-            )
-            .bind(&message.event_id)
-            .bind(attempts)
-            .bind(&failure.error)
-            .execute(&ctx.pool)
-            .await
+            events::record_failed_attempt(&ctx.pool, &message.event_id, attempts, &failure.error)
+                .await
         }
     };
     if let Err(error) = result {
@@ -299,8 +272,25 @@ async fn record(
     }
 }
 
-fn long(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
+/// The message's own properties, carried over to its retry or dead letter.
+fn republished_properties(message: &Message) -> Result<BasicProperties, PublishError> {
+    let content_type = match message.properties.content_type() {
+        Some(content_type) => content_type.clone(),
+        None => short("content type", JSON)?,
+    };
+    let mut properties = BasicProperties::default()
+        .with_message_id(short("event id", &message.event_id)?)
+        .with_content_type(content_type)
+        .with_timestamp(
+            message
+                .properties
+                .timestamp()
+                .unwrap_or_else(|| chrono::Utc::now().timestamp() as u64),
+        );
+    if !message.event_type.is_empty() {
+        properties = properties.with_type(short("event type", &message.event_type)?);
+    }
+    Ok(properties)
 }
 
 /// The contract's headers: the incoming ones (`traceparent` and others)
@@ -315,11 +305,11 @@ pub fn failure_headers(
     for (key, value) in message.incoming_headers().inner() {
         let name = key.as_str();
         let ours = [
-            header::DEAD_LETTER_REASON,
-            header::DEAD_LETTERED_AT,
-            header::HTTP_STATUS,
-            header::FINCH_CODE,
-            header::FINCH_REQUEST_ID,
+            headers::DEAD_LETTER_REASON,
+            headers::DEAD_LETTERED_AT,
+            headers::HTTP_STATUS,
+            headers::FINCH_CODE,
+            headers::FINCH_REQUEST_ID,
         ];
         if name.starts_with("x-") || ours.contains(&name) {
             continue;
@@ -327,36 +317,26 @@ pub fn failure_headers(
         table.insert(key.clone(), value.clone());
     }
     if let Some(connection_id) = &message.connection_id {
-        table.insert(short(header::CONNECTION_ID), long(connection_id));
+        table.set_text(headers::CONNECTION_ID, connection_id);
     }
-    table.insert(short(header::ATTEMPTS), AMQPValue::LongLongInt(attempt));
-    table.insert(
-        short(header::REPLAY_COUNT),
-        AMQPValue::LongLongInt(message.replay_count),
-    );
-    table.insert(short(header::LAST_ERROR), long(&failure.error));
-    let history: Vec<AMQPValue> = history.iter().map(|entry| long(entry)).collect();
-    table.insert(
-        short(header::ERROR_HISTORY),
-        AMQPValue::FieldArray(FieldArray::from(history)),
-    );
+    table.set_int(headers::ATTEMPTS, attempt);
+    table.set_int(headers::REPLAY_COUNT, message.replay_count);
+    table.set_text(headers::LAST_ERROR, &failure.error);
+    table.set_texts(headers::ERROR_HISTORY, history);
     if let Some(status) = failure.http_status {
-        table.insert(
-            short(header::HTTP_STATUS),
-            AMQPValue::LongLongInt(i64::from(status)),
-        );
+        table.set_int(headers::HTTP_STATUS, i64::from(status));
     }
     if let Some(code) = &failure.finch_code {
-        table.insert(short(header::FINCH_CODE), long(code));
+        table.set_text(headers::FINCH_CODE, code);
     }
     if let Some(id) = &failure.request_id {
-        table.insert(short(header::FINCH_REQUEST_ID), long(id));
+        table.set_text(headers::FINCH_REQUEST_ID, id);
     }
     if let Disposition::DeadLetter(reason) = failure.disposition {
-        table.insert(short(header::DEAD_LETTER_REASON), long(reason));
-        table.insert(
-            short(header::DEAD_LETTERED_AT),
-            long(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        table.set_text(headers::DEAD_LETTER_REASON, reason);
+        table.set_text(
+            headers::DEAD_LETTERED_AT,
+            &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         );
     }
     table

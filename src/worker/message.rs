@@ -9,146 +9,17 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use chrono::NaiveDate;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::FieldTable;
 use lapin::Acker;
 use lapin::BasicProperties;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::finch::{ErrorClass, FinchError};
+use crate::queue::contract::{headers, reasons, Headers as _};
 
-/// Dead-letter reasons (also the DLX routing keys).
-pub mod reasons {
-    pub const UNKNOWN_CONNECTION: &str = "unknown_connection";
-    pub const REAUTHENTICATE_USER: &str = "reauthenticate_user";
-    pub const FINCH_CLIENT_ERROR: &str = "finch_client_error";
-    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
-    pub const UNPARSEABLE: &str = "unparseable";
-}
-
-/// Header names of the dead-letter and retry contract.
-pub use crate::queue::headers as header;
-
-/// Event type of the synthetic message `connections resync` and `connections
-/// add` publish to ask for a full sync.
-pub const RESYNC_EVENT_TYPE: &str = "finch_webhooks.resync";
-
-/// Most entries kept in `error_history`.
-pub const ERROR_HISTORY_CAP: usize = 20;
-
-/// What an event asks the worker to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    AccountUpdated {
-        status: Option<String>,
-    },
-    FullSync,
-    Job {
-        job_id: String,
-        manual: bool,
-        kind: String,
-    },
-    Company,
-    Directory,
-    Individual {
-        individual_id: String,
-    },
-    Employment {
-        individual_id: String,
-    },
-    Payment {
-        pay_date: Option<NaiveDate>,
-    },
-    PayStatement {
-        payment_id: String,
-    },
-    /// `test` and types we do not know: recorded and acknowledged.
-    Record,
-}
-
-impl Action {
-    /// Metrics label: bounded, whatever types Finch invents.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Action::AccountUpdated { .. } => "account",
-            Action::FullSync => "resync",
-            Action::Job { .. } => "job",
-            Action::Company => "company",
-            Action::Directory => "directory",
-            Action::Individual { .. } => "individual",
-            Action::Employment { .. } => "employment",
-            Action::Payment { .. } => "payment",
-            Action::PayStatement { .. } => "pay_statement",
-            Action::Record => "other",
-        }
-    }
-
-    pub fn needs_connection(&self) -> bool {
-        !matches!(self, Action::Record)
-    }
-}
-
-/// Decides what an event means. `Err` names what is missing for a known
-/// type; unknown types are never an error.
-pub fn classify(event_type: &str, body: &Value) -> Result<Action, String> {
-    let data = body.get("data").unwrap_or(&Value::Null);
-    let text = |key: &str| {
-        data.get(key)
-            .and_then(Value::as_str)
-            .filter(|value| !value.is_empty())
-            .map(str::to_owned)
-    };
-    let required = |key: &str| text(key).ok_or_else(|| format!("{event_type} without data.{key}"));
-    if event_type == RESYNC_EVENT_TYPE {
-        return Ok(Action::FullSync);
-    }
-    if event_type == "account.updated" {
-        return Ok(Action::AccountUpdated {
-            status: text("status"),
-        });
-    }
-    if let Some(rest) = event_type.strip_prefix("job.") {
-        let kind = rest.split('.').next().unwrap_or_default().to_owned();
-        let automated_sync = kind == "data_sync_all" || kind.starts_with("initial_data_sync");
-        let manual = kind.starts_with("benefit_");
-        if automated_sync || manual {
-            return Ok(Action::Job {
-                job_id: required("job_id")?,
-                manual,
-                kind,
-            });
-        }
-        return Ok(Action::Record);
-    }
-    let Some((resource, _change)) = event_type.split_once('.') else {
-        return Ok(Action::Record);
-    };
-    Ok(match resource {
-        "company" => Action::Company,
-        "directory" => Action::Directory,
-        "individual" => Action::Individual {
-            individual_id: required("individual_id")?,
-        },
-        "employment" => Action::Employment {
-            individual_id: required("individual_id")?,
-        },
-        "payment" => Action::Payment {
-            pay_date: text("pay_date").as_deref().and_then(parse_pay_date),
-        },
-        "pay_statement" => Action::PayStatement {
-            payment_id: required("payment_id")?,
-        },
-        _ => Action::Record,
-    })
-}
-
-/// Finch's examples show `10-23-2023`; the API itself uses ISO dates.
-fn parse_pay_date(text: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .or_else(|_| NaiveDate::parse_from_str(text, "%m-%d-%Y"))
-        .ok()
-}
+/// Kept here too for `connections resync`, which names it through the worker.
+pub use crate::queue::contract::RESYNC_EVENT_TYPE;
 
 /// Why a piece of work did not succeed.
 #[derive(Debug, Clone)]
@@ -264,7 +135,7 @@ impl Message {
         finalizer: mpsc::UnboundedSender<Arc<Message>>,
     ) -> (Arc<Self>, Parsed) {
         let properties = delivery.properties.clone();
-        let headers = properties.headers().clone().unwrap_or_default();
+        let table = properties.headers().clone().unwrap_or_default();
         let body: Option<Value> = serde_json::from_slice(&delivery.data).ok();
         let event_type = properties
             .kind()
@@ -278,7 +149,7 @@ impl Message {
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        let connection_id = header_string(&headers, header::CONNECTION_ID).or_else(|| {
+        let connection_id = table.text(headers::CONNECTION_ID).or_else(|| {
             body.as_ref()
                 .and_then(|b| b.get("connection_id"))
                 .and_then(Value::as_str)
@@ -289,7 +160,7 @@ impl Message {
             .as_ref()
             .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
-        let replay_count = header_i64(&headers, header::REPLAY_COUNT).unwrap_or(0);
+        let replay_count = table.int(headers::REPLAY_COUNT).unwrap_or(0);
         let span = tracing::info_span!(
             "process",
             otel.kind = "consumer",
@@ -301,7 +172,7 @@ impl Message {
             connection_id = connection_id.as_deref().unwrap_or(""),
             replay_count,
         );
-        let traceparent = header_string(&headers, header::TRACEPARENT);
+        let traceparent = table.text(headers::TRACEPARENT);
         if replay_count > 0 {
             crate::telemetry::link_trace(&span, traceparent.as_deref());
         } else {
@@ -311,8 +182,8 @@ impl Message {
             event_id: event_id.clone(),
             event_type: event_type.clone(),
             connection_id: connection_id.clone(),
-            previous_attempts: header_i64(&headers, header::ATTEMPTS).unwrap_or(0).max(0),
-            error_history: header_strings(&headers, header::ERROR_HISTORY),
+            previous_attempts: table.int(headers::ATTEMPTS).unwrap_or(0).max(0),
+            error_history: table.texts(headers::ERROR_HISTORY),
             replay_count,
             span,
             body: delivery.data,
@@ -405,131 +276,5 @@ impl Message {
 
     pub fn incoming_headers(&self) -> FieldTable {
         self.properties.headers().clone().unwrap_or_default()
-    }
-}
-
-pub fn header_string(table: &FieldTable, key: &str) -> Option<String> {
-    match table.inner().get(key)? {
-        AMQPValue::LongString(value) => {
-            Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
-        }
-        AMQPValue::ShortString(value) => Some(value.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-pub fn header_i64(table: &FieldTable, key: &str) -> Option<i64> {
-    match table.inner().get(key)? {
-        AMQPValue::LongLongInt(v) => Some(*v),
-        AMQPValue::LongInt(v) => Some(i64::from(*v)),
-        AMQPValue::ShortInt(v) => Some(i64::from(*v)),
-        AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
-        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
-        AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
-        AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
-        AMQPValue::LongString(v) => String::from_utf8_lossy(v.as_bytes()).parse().ok(),
-        _ => None,
-    }
-}
-
-pub fn header_strings(table: &FieldTable, key: &str) -> Vec<String> {
-    match table.inner().get(key) {
-        Some(AMQPValue::FieldArray(values)) => values
-            .as_slice()
-            .iter()
-            .filter_map(|value| match value {
-                AMQPValue::LongString(v) => {
-                    Some(String::from_utf8_lossy(v.as_bytes()).into_owned())
-                }
-                AMQPValue::ShortString(v) => Some(v.as_str().to_owned()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-pub fn short(value: &str) -> ShortString {
-    ShortString::from(value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn body(data: Value) -> Value {
-        json!({ "connection_id": "c", "data": data })
-    }
-
-    #[test]
-    fn every_row_of_the_table_is_classified() {
-        let cases = [
-            ("account.updated", json!({"status": "connected"}), "account"),
-            ("job.data_sync_all.completed", json!({"job_id": "j"}), "job"),
-            (
-                "job.initial_data_sync_payroll.succeeded",
-                json!({"job_id": "j"}),
-                "job",
-            ),
-            (
-                "job.benefit_enroll.completed",
-                json!({"job_id": "j"}),
-                "job",
-            ),
-            ("company.updated", Value::Null, "company"),
-            (
-                "directory.created",
-                json!({"individual_id": "i"}),
-                "directory",
-            ),
-            (
-                "individual.deleted",
-                json!({"individual_id": "i"}),
-                "individual",
-            ),
-            (
-                "employment.updated",
-                json!({"individual_id": "i"}),
-                "employment",
-            ),
-            (
-                "payment.created",
-                json!({"payment_id": "p", "pay_date": "10-23-2023"}),
-                "payment",
-            ),
-            (
-                "pay_statement.created",
-                json!({"payment_id": "p", "individual_id": "i"}),
-                "pay_statement",
-            ),
-            ("test", Value::Null, "other"),
-            ("brand_new.thing", Value::Null, "other"),
-            (
-                "job.w4_form_employee_sync.completed",
-                json!({"job_id": "j"}),
-                "other",
-            ),
-        ];
-        for (event_type, data, label) in cases {
-            let action = classify(event_type, &body(data)).unwrap();
-            assert_eq!(action.label(), label, "{event_type}");
-        }
-    }
-
-    #[test]
-    fn pay_dates_in_both_formats_parse() {
-        let expected = NaiveDate::from_ymd_opt(2023, 10, 23);
-        assert_eq!(parse_pay_date("10-23-2023"), expected);
-        assert_eq!(parse_pay_date("2023-10-23"), expected);
-        let action = classify("payment.created", &body(json!({"pay_date": "2023-10-23"}))).unwrap();
-        assert_eq!(action, Action::Payment { pay_date: expected });
-    }
-
-    #[test]
-    fn known_types_missing_their_ids_are_errors() {
-        assert!(classify("individual.updated", &body(json!({}))).is_err());
-        assert!(classify("pay_statement.created", &body(Value::Null)).is_err());
-        assert!(classify("job.data_sync_all.completed", &body(json!({}))).is_err());
     }
 }

@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 use rand::Rng as _;
 use tokio::sync::Notify;
 
-use super::message::Message;
+use super::message::{Failure, Message};
 use crate::finch::Product;
 use crate::store::budget::Grant;
 
@@ -38,6 +38,35 @@ pub struct Work {
 impl Work {
     fn is_empty(&self) -> bool {
         self.whole.is_empty() && self.items.is_empty()
+    }
+
+    /// Requests this work serves: each whole-resource request, and each
+    /// message waiting on a batch id.
+    pub fn requests(&self) -> usize {
+        self.whole.len() + self.items.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Settles every waiter with the same outcome.
+    pub fn settle(&self, outcome: &Result<(), Failure>) {
+        for (waiter, _) in &self.whole {
+            waiter.settle(outcome.clone());
+        }
+        for waiters in self.items.values() {
+            for waiter in waiters {
+                waiter.settle(outcome.clone());
+            }
+        }
+    }
+
+    /// Settles the waiters of each batch id: with the id's failure if it
+    /// has one, as done otherwise.
+    pub fn settle_items(&self, failures: &HashMap<String, Failure>) {
+        for (id, waiters) in &self.items {
+            let outcome = failures.get(id).cloned().map_or(Ok(()), Err);
+            for waiter in waiters {
+                waiter.settle(outcome.clone());
+            }
+        }
     }
 
     fn merge_range(&mut self, start: NaiveDate, end: NaiveDate) {

@@ -11,8 +11,7 @@ use std::time::Duration;
 use finch_webhooks::config::Settings;
 use finch_webhooks::ingress::{Application, Clock};
 use finch_webhooks::signature::{signature_header, WebhookSecret};
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use sqlx::{Connection as _, PgPool};
 use tokio::io::copy_bidirectional;
@@ -116,17 +115,21 @@ impl TestEnv {
         pool
     }
 
-    /// A connection to the test vhost, whose topology is declared as `migrate` would.
+    /// A connection to the test vhost, whose topology is declared as
+    /// `migrate` would with this environment's settings.
     pub async fn amqp(&self) -> lapin::Connection {
+        self.amqp_with(&self.settings(&[])).await
+    }
+
+    /// A connection to the test vhost, with the topology `settings` declare.
+    pub async fn amqp_with(&self, settings: &Settings) -> lapin::Connection {
         let connection = finch_webhooks::queue::connect(&self.amqp_url)
             .await
             .expect("test vhost connection");
-        finch_webhooks::queue::declare_topology(
-            &connection,
-            &finch_webhooks::queue::DEFAULT_RETRY_DELAYS,
-        )
-        .await
-        .expect("topology");
+        let retry_delays = settings.retry_delays().expect("valid retry delays");
+        finch_webhooks::queue::declare_topology(&connection, &retry_delays)
+            .await
+            .expect("topology");
         connection
     }
 
@@ -375,19 +378,11 @@ where
 /// Ready messages in a queue.
 pub async fn queue_len(connection: &lapin::Connection, queue: &str) -> u32 {
     let channel = connection.create_channel().await.unwrap();
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    let ready = finch_webhooks::queue::ready_messages(&channel, queue)
         .await
         .expect("queue exists");
     channel.close(200, "done".into()).await.ok();
-    declared.message_count()
+    ready
 }
 
 /// Takes (and acknowledges) every message in a queue.

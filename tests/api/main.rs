@@ -6,6 +6,7 @@ mod dlq;
 mod emulator;
 mod helpers;
 mod ingress;
+mod queue;
 mod sdk_conformance;
 mod sdk_verify;
 mod shutdown;

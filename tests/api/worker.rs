@@ -10,9 +10,7 @@ use finch_webhooks::config::Settings;
 use finch_webhooks::finch::Product;
 use finch_webhooks::queue::{DEAD_LETTER_QUEUE, WORK_QUEUE};
 use finch_webhooks::store::budget::{Grant, RateBudget};
-use finch_webhooks::store::finch_data::{
-    self, ChangeKind, Changes, Freshness, Item, Resource, Scope,
-};
+use finch_webhooks::store::finch_data::{self, ChangeKind, Changes, Freshness, Item, Scope};
 use finch_webhooks::worker::Application;
 use lapin::types::AMQPValue;
 use serde_json::json;
@@ -169,6 +167,13 @@ async fn an_event_for_an_unknown_connection_is_dead_lettered_with_the_contract_h
         message.delivery.data,
         event_body("individual.updated", "conn_nobody").as_bytes()
     );
+    // The worker records the dead letter once the broker confirmed it.
+    eventually(
+        Duration::from_secs(10),
+        "the dead letter is recorded",
+        || async { event_state(&ingress.pool, &event_id).await.1.is_some() },
+    )
+    .await;
     let (processed, reason, attempts) = event_state(&ingress.pool, &event_id).await;
     assert!(!processed);
     assert_eq!(reason.as_deref(), Some("unknown_connection"));
@@ -176,6 +181,87 @@ async fn an_event_for_an_unknown_connection_is_dead_lettered_with_the_contract_h
     assert_eq!(queue_len(&amqp, WORK_QUEUE).await, 0);
     worker.stop().await;
     ingress.stop().await;
+}
+
+/// `/readyz` of a worker: status code and body.
+async fn worker_readiness(base: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_worker_is_ready_only_while_consuming_and_serves_its_health_and_metrics() {
+    let env = TestEnv::new().await;
+    let broker = crate::helpers::rabbitmq_amqp_addr();
+    let outage = crate::helpers::Outage::proxy(&broker).await;
+    outage.set_up(false);
+    let amqp_via_proxy = outage.rewrite(&env.amqp_url, &broker);
+    let settings = worker_settings(
+        &env,
+        "http://127.0.0.1:9",
+        &[("amqp_url", amqp_via_proxy.as_str())],
+    );
+    let app = Application::build(settings.worker().unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        stopped.await.ok();
+    }));
+
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        health.json::<serde_json::Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
+    assert_eq!(
+        worker_readiness(&base).await,
+        (
+            503,
+            json!({"status": "not_ready", "postgres": "ok", "rabbitmq": "disconnected"})
+        )
+    );
+
+    outage.set_up(true);
+    eventually(
+        Duration::from_secs(15),
+        "the worker consumes once the broker is back",
+        || async { worker_readiness(&base).await.0 == 200 },
+    )
+    .await;
+    assert_eq!(
+        worker_readiness(&base).await,
+        (
+            200,
+            json!({"status": "ready", "postgres": "ok", "rabbitmq": "consuming"})
+        )
+    );
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(
+        metrics.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let metrics = metrics.text().await.unwrap();
+    for expected in [
+        "# TYPE finch_webhooks_worker_processing_latency_seconds histogram",
+        "finch_webhooks_worker_retries_total 0",
+        "finch_webhooks_worker_synced_notifications_total 0",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("finch_webhooks_ingress_"),
+        "a role shows only its own metrics"
+    );
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -264,6 +350,88 @@ async fn the_rate_budget_is_shared_by_every_holder_and_slides() {
 }
 
 #[tokio::test]
+async fn every_product_lands_in_its_table_and_is_announced_under_its_finch_name() {
+    let env = TestEnv::new().await;
+    let pool = env.pool().await;
+    let individual = json!({"individual_id": "i1"});
+    let expected: [(Product, &str, &str, &[&str], serde_json::Value); 6] = [
+        (Product::Company, "finch_company", "company", &[], json!({})),
+        (
+            Product::Directory,
+            "finch_directory",
+            "directory",
+            &["i1"],
+            individual.clone(),
+        ),
+        (
+            Product::Individual,
+            "finch_individuals",
+            "individual",
+            &["i1"],
+            individual.clone(),
+        ),
+        (
+            Product::Employment,
+            "finch_employments",
+            "employment",
+            &["i1"],
+            individual,
+        ),
+        (
+            Product::Payment,
+            "finch_payments",
+            "payment",
+            &["p1"],
+            json!({"payment_id": "p1"}),
+        ),
+        (
+            Product::PayStatement,
+            "finch_pay_statements",
+            "pay_statement",
+            &["p1", "i1"],
+            json!({"payment_id": "p1", "individual_id": "i1"}),
+        ),
+    ];
+    for (product, table, name, key_values, ids) in expected {
+        let key_values: Vec<String> = key_values.iter().map(|&id| id.to_owned()).collect();
+        let mut tx = pool.begin().await.unwrap();
+        let mut changes = Changes::default();
+        finch_data::upsert(
+            &mut tx,
+            product,
+            "conn",
+            &[Item {
+                ids: key_values,
+                data: json!({"pay_date": "2024-01-05"}),
+            }],
+            Freshness {
+                data_retrieved_at: None,
+                fetched_at: Utc::now(),
+            },
+            &mut changes,
+        )
+        .await
+        .unwrap();
+        let notifications = finch_data::queue_notifications(&mut tx, "conn", &changes)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(finch_data::table(product), table);
+        let rows: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE connection_id = 'conn'"
+        ))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(rows, 1, "{table}");
+        assert_eq!(notifications.len(), 1, "{name}");
+        assert_eq!(notifications[0].routing_key, format!("{name}.created"));
+        assert_eq!(notifications[0].body["resource"], name);
+        assert_eq!(notifications[0].body["ids"], json!([ids]));
+    }
+}
+
+#[tokio::test]
 async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_once() {
     let env = TestEnv::new().await;
     let pool = env.pool().await;
@@ -275,7 +443,7 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
             let mut changes = Changes::default();
             finch_data::upsert(
                 &mut tx,
-                Resource::Individual,
+                Product::Individual,
                 "conn",
                 &[Item {
                     ids: vec!["ind".into()],
@@ -326,7 +494,7 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
     let gone = Scope::Exactly(vec![vec!["ind".into()]]);
     finch_data::mark_deleted(
         &mut tx,
-        Resource::Individual,
+        Product::Individual,
         "conn",
         &gone,
         fresh,
@@ -336,7 +504,7 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
     .unwrap();
     finch_data::mark_deleted(
         &mut tx,
-        Resource::Individual,
+        Product::Individual,
         "conn",
         &gone,
         fresh,

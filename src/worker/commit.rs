@@ -1,0 +1,57 @@
+//! Committing what a batch read: every write and the notifications of its
+//! changes in one transaction, then the notifications published.
+
+use super::{notify, Context};
+use crate::finch::Product;
+use crate::store::connections;
+use crate::store::finch_data::{self, Changes, Freshness, Item, Scope};
+use crate::store::StoreError;
+
+/// One change to the copy.
+pub(super) enum Write {
+    Upsert(Product, Vec<Item>),
+    Delete(Product, Scope),
+}
+
+/// Applies the writes and queues their notifications in one transaction,
+/// then publishes the notifications.
+#[tracing::instrument(
+    name = "commit finch data",
+    skip_all,
+    fields(otel.kind = "client", db.system = "postgresql", writes = writes.len())
+)]
+pub(super) async fn commit(
+    ctx: &Context,
+    connection_id: &str,
+    fresh: Freshness,
+    writes: Vec<Write>,
+) -> Result<Changes, StoreError> {
+    let mut tx = ctx.pool.begin().await?;
+    let mut changes = Changes::default();
+    for write in &writes {
+        match write {
+            Write::Upsert(product, items) => {
+                finch_data::upsert(&mut tx, *product, connection_id, items, fresh, &mut changes)
+                    .await?;
+            }
+            Write::Delete(product, scope) => {
+                finch_data::mark_deleted(
+                    &mut tx,
+                    *product,
+                    connection_id,
+                    scope,
+                    fresh,
+                    &mut changes,
+                )
+                .await?;
+            }
+        }
+    }
+    let notifications = finch_data::queue_notifications(&mut tx, connection_id, &changes).await?;
+    tx.commit().await?;
+    if let Err(error) = connections::mark_synced(&ctx.pool, connection_id).await {
+        tracing::warn!(%error, "could not record the sync time");
+    }
+    notify::publish(ctx, notifications).await;
+    Ok(changes)
+}

@@ -1,0 +1,93 @@
+//! The work queue's consumer: connects, declares the topology, opens the
+//! confirm channel the worker publishes on, and hands each delivery to
+//! [`route`], reconnecting with backoff until stopped.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::message::Message;
+use super::{route, Context};
+use crate::queue::{self, Backoff, Publisher, WORK_QUEUE};
+
+/// Connects, declares the topology and consumes, reconnecting with backoff
+/// until `stop` fires. Messages held on a lost connection are redelivered
+/// by the broker; processing them again is harmless.
+pub(super) async fn run(
+    ctx: Arc<Context>,
+    done: mpsc::UnboundedSender<Arc<Message>>,
+    stop: CancellationToken,
+) -> Option<lapin::Connection> {
+    let mut backoff = Backoff::new();
+    while !stop.is_cancelled() {
+        match open_consumer(&ctx).await {
+            Ok((connection, channel, mut consumer)) => {
+                backoff.reset();
+                ctx.consuming.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    queue = WORK_QUEUE,
+                    prefetch = ctx.config.prefetch,
+                    "consuming"
+                );
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => {
+                            channel
+                                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                                .await
+                                .ok();
+                            ctx.consuming.store(false, Ordering::Relaxed);
+                            return Some(connection);
+                        }
+                        delivery = consumer.next() => match delivery {
+                            Some(Ok(delivery)) => route::intake(&ctx, delivery, &done).await,
+                            Some(Err(error)) => {
+                                tracing::warn!(%error, "consumer failed");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                ctx.consuming.store(false, Ordering::Relaxed);
+                ctx.publisher.send_replace(None);
+                tracing::warn!("lost the RabbitMQ consumer; reconnecting");
+                connection.close(200, "reconnecting".into()).await.ok();
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = backoff.next_delay().as_millis() as u64, "RabbitMQ unavailable");
+            }
+        }
+        if !backoff.wait(&stop).await {
+            return None;
+        }
+    }
+    None
+}
+
+async fn open_consumer(
+    ctx: &Context,
+) -> lapin::Result<(lapin::Connection, lapin::Channel, lapin::Consumer)> {
+    let connection = queue::connect(&ctx.config.amqp_url).await?;
+    queue::declare_topology(&connection, &ctx.config.retry_delays).await?;
+    ctx.publisher
+        .send_replace(Some(Publisher::open(&connection).await?));
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(ctx.config.prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            WORK_QUEUE.into(),
+            "finch-webhooks-worker".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((connection, channel, consumer))
+}

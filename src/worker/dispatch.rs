@@ -1,0 +1,115 @@
+//! One dispatcher per product: waits until some connection's collected
+//! work is due, takes a request from the shared rate budget, and only then
+//! picks whose batch goes out (see [`scheduler`]), which
+//! [`fetch`] then reads and commits.
+
+use std::sync::Arc;
+
+use tracing::Instrument as _;
+
+use super::scheduler::{self, Lane, Work};
+use super::{fetch, Context};
+use crate::finch::Product;
+use crate::metrics::ProductLabel;
+
+/// Runs a product's dispatcher until the worker stops.
+pub(super) async fn run(ctx: Arc<Context>, lane: Arc<Lane>) {
+    let product = lane.product;
+    let window = scheduler::Window {
+        quiet: ctx.config.coalesce_window,
+        longest: ctx.config.coalesce_max,
+    };
+    let max_items = match product {
+        Product::PayStatement => ctx.config.pay_statement_batch_max,
+        _ => usize::MAX,
+    };
+    loop {
+        if !scheduler::wait_for_due(&lane, window, &ctx.stop).await {
+            return;
+        }
+        let permit = tokio::select! {
+            permit = ctx.in_flight.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = ctx.stop.cancelled() => return,
+        };
+        if !take_budget(&ctx, product).await {
+            return;
+        }
+        // Chosen only now, so the batch holds whatever arrived meanwhile.
+        let Some((connection_id, work)) = lane.take_next(window, max_items) else {
+            continue;
+        };
+        ctx.metrics.batch_size.observe(work.requests() as f64);
+        let span = batch_span(product, &connection_id, &work);
+        ctx.tracker
+            .spawn(fetch::run(ctx.clone(), product, connection_id, work, permit).instrument(span));
+    }
+}
+
+/// Most traces one batch span links to; the rest are counted, not linked.
+const MAX_LINKED_EVENTS: usize = 64;
+
+/// The span of one batch: a child of its first event's processing span (so
+/// that event's trace reaches the Finch call), linked to the other events'.
+fn batch_span(product: Product, connection_id: &str, work: &Work) -> tracing::Span {
+    let mut waiters = work
+        .whole
+        .iter()
+        .map(|(waiter, _)| waiter)
+        .chain(work.items.values().flatten());
+    let events = work.requests();
+    let make = |parent: Option<&tracing::Span>| {
+        tracing::info_span!(
+            parent: parent.and_then(tracing::Span::id),
+            "sync",
+            otel.name = format!("sync {}", product.as_str()),
+            finch.product = product.as_str(),
+            connection_id,
+            events,
+        )
+    };
+    let Some(first) = waiters.next() else {
+        return make(None);
+    };
+    let span = make(Some(&first.span));
+    for other in waiters.take(MAX_LINKED_EVENTS) {
+        crate::telemetry::link_span(&span, &other.span);
+    }
+    span
+}
+
+/// The first request of a batch was paid for by the dispatcher; later pages
+/// take their own.
+pub(super) struct Spend {
+    prepaid: bool,
+}
+
+impl Spend {
+    /// For a batch the dispatcher took a request for.
+    pub(super) fn prepaid() -> Self {
+        Self { prepaid: true }
+    }
+
+    /// One request's budget: the prepaid one first, then from the shared
+    /// budget; false once the worker stops.
+    pub(super) async fn take(&mut self, ctx: &Context, product: Product) -> bool {
+        std::mem::take(&mut self.prepaid) || take_budget(ctx, product).await
+    }
+}
+
+/// Takes one request from the shared budget, counting the wait; false
+/// once the worker stops.
+async fn take_budget(ctx: &Context, product: Product) -> bool {
+    let Some(waited) = scheduler::acquire_budget(&ctx.budget, product, &ctx.stop).await else {
+        return false;
+    };
+    ctx.metrics
+        .rate_limit_wait
+        .get_or_create(&ProductLabel {
+            product: product.as_str(),
+        })
+        .inc_by(waited.as_secs_f64());
+    true
+}

@@ -1,0 +1,126 @@
+//! Reading a due batch from Finch and committing it, one file per product
+//! family:
+//!
+//! - [`company`]: the company, whole.
+//! - [`directory`]: every page of the directory; unlisted people are
+//!   deleted, and a full sync goes on to read everyone listed.
+//! - [`individuals`]: individual and employment batches, by individual id.
+//! - [`payments`]: a date range; a full sync goes on to the pay statements.
+//! - [`pay_statements`]: batches by payment id, each payment paged.
+//!
+//! Each settles the messages waiting on its batch once the commit is done.
+
+pub mod company;
+pub mod directory;
+pub mod individuals;
+pub mod pay_statements;
+pub mod payments;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::dispatch::Spend;
+use super::finch_failure;
+use super::message::Failure;
+use super::scheduler::Work;
+use super::Context;
+use crate::finch::{FinchError, FinchResponse, Product};
+use crate::queue::reasons;
+use crate::store::connections::Connection;
+use crate::store::finch_data::Freshness;
+use crate::store::StoreError;
+
+/// Reads and commits one batch, holding `_permit` (a slot of the worker's
+/// in-flight limit) until done.
+pub(super) async fn run(
+    ctx: Arc<Context>,
+    product: Product,
+    connection_id: String,
+    work: Work,
+    _permit: OwnedSemaphorePermit,
+) {
+    let connection = match ctx.connections.get(&connection_id).await {
+        Ok(Some(connection)) => connection,
+        Ok(None) => {
+            let failure = Failure::dead_letter(
+                reasons::UNKNOWN_CONNECTION,
+                "no access token is stored for this connection",
+            );
+            work.settle(&Err(failure));
+            return;
+        }
+        Err(error) => {
+            work.settle(&Err(Failure::retry(error.to_string())));
+            return;
+        }
+    };
+    if connection.row.is_parked() {
+        for (waiter, _) in &work.whole {
+            waiter.note(format!("skipped: connection is {}", connection.row.status));
+        }
+        work.settle(&Ok(()));
+        return;
+    }
+    let mut spend = Spend::prepaid();
+    match product {
+        Product::Company => company::fetch(&ctx, &connection, work).await,
+        Product::Directory => directory::fetch(&ctx, &connection, work, &mut spend).await,
+        Product::Individual | Product::Employment => {
+            individuals::fetch(&ctx, &connection, product, work).await;
+        }
+        Product::Payment => payments::fetch(&ctx, &connection, work).await,
+        Product::PayStatement => pay_statements::fetch(&ctx, &connection, work, &mut spend).await,
+    }
+}
+
+/// A failed request: pause the product after a 429, park the connection
+/// after `reauthenticate_user`, and settle everyone waiting.
+async fn fail_all(
+    ctx: &Context,
+    product: Product,
+    connection: &Connection,
+    work: &Work,
+    error: &FinchError,
+) {
+    finch_failure::apply(ctx, Some(product), &connection.row, error).await;
+    work.settle(&Err(Failure::from_finch(error)));
+}
+
+fn freshness(response: &FinchResponse, fetched_at: chrono::DateTime<Utc>) -> Freshness {
+    Freshness {
+        data_retrieved_at: response.data_retrieved_at,
+        fetched_at,
+    }
+}
+
+fn store_failure(error: &StoreError) -> Failure {
+    Failure::retry(format!("could not commit: {error}"))
+}
+
+fn string_field(value: &Value, key: &str) -> Option<String> {
+    value.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The per-item answers of a batch response (none when it has no list).
+fn batch_items(response: &FinchResponse) -> Vec<Value> {
+    response
+        .body
+        .get("responses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Reads one batch item: `(id, code, body)`.
+fn batch_item<'a>(response: &'a Value, id_key: &str) -> Option<(String, u16, &'a Value)> {
+    let id = string_field(response, id_key)?;
+    let body = response.get("body").unwrap_or(&Value::Null);
+    let code = response
+        .get("code")
+        .and_then(Value::as_u64)
+        .map_or(200, |code| code as u16);
+    Some((id, code, body))
+}

@@ -1,0 +1,67 @@
+//! `/employer/payment`: the payments of a date range; those of the range
+//! no longer listed are marked deleted, and a full sync reads the pay
+//! statements of every payment next.
+
+use chrono::{Days, Utc};
+
+use super::{fail_all, freshness, store_failure, string_field};
+use crate::finch::Product;
+use crate::store::connections::Connection;
+use crate::store::finch_data::{Item, Scope};
+use crate::worker::commit::{commit, Write};
+use crate::worker::scheduler::{Target, Work};
+use crate::worker::Context;
+
+pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work) {
+    let today = Utc::now().date_naive();
+    let (start, end) = work.range.unwrap_or((
+        today - Days::new(u64::from(ctx.config.payment_window_days)),
+        today + Days::new(u64::from(ctx.config.payment_window_days)),
+    ));
+    let fetched_at = Utc::now();
+    let response = match ctx.finch.payments(&connection.token, start, end).await {
+        Ok(response) => response,
+        Err(error) => return fail_all(ctx, Product::Payment, connection, &work, &error).await,
+    };
+    let fresh = freshness(&response, fetched_at);
+    let list = response.body.as_array().cloned().unwrap_or_default();
+    let items: Vec<Item> = list
+        .into_iter()
+        .filter_map(|payment| {
+            string_field(&payment, "id").map(|id| Item {
+                ids: vec![id],
+                data: payment,
+            })
+        })
+        .collect();
+    let ids: Vec<String> = items.iter().map(|item| item.ids[0].clone()).collect();
+    let writes = vec![
+        Write::Upsert(Product::Payment, items),
+        Write::Delete(
+            Product::Payment,
+            Scope::PaidBetween {
+                start,
+                end,
+                present: ids.clone(),
+            },
+        ),
+    ];
+    match commit(ctx, &connection.row.connection_id, fresh, writes).await {
+        Ok(_) => {
+            if connection.row.has_product("pay_statement") && !ids.is_empty() {
+                for (waiter, follow) in &work.whole {
+                    if *follow {
+                        ctx.scheduler.submit(
+                            Product::PayStatement,
+                            &connection.row.connection_id,
+                            Target::Items(ids.clone()),
+                            waiter,
+                        );
+                    }
+                }
+            }
+            work.settle(&Ok(()));
+        }
+        Err(error) => work.settle(&Err(store_failure(&error))),
+    }
+}
