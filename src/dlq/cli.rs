@@ -7,10 +7,11 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::{
-    DeadLetter, DeadLetterCopy, EventRecord, FilterParams, Listing, PurgeReport, ReplayOptions,
-    ReplayReport, Shown, Stage,
+    DeadLetter, DeadLetterCopy, FilterParams, Listing, PurgeReport, ReplayOptions, ReplayReport,
+    Shown,
 };
 use crate::config::Settings;
+use crate::store::events::{EventRecord, Stage};
 use crate::{queue, store};
 
 #[derive(Debug, clap::Subcommand)]
@@ -176,7 +177,7 @@ pub async fn run_events(command: EventsCommand, settings: &Settings) -> anyhow::
     match command {
         EventsCommand::Show { event_id, json } => {
             let pool = database(settings).await?;
-            let record = super::record::find(&pool, &event_id)
+            let record = store::events::find(&pool, &event_id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no event {event_id} in webhook_events"))?;
             emit(json, &record, || {

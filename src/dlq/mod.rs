@@ -13,7 +13,6 @@ pub mod cli;
 pub mod filter;
 pub mod message;
 pub mod pace;
-pub mod record;
 pub mod scan;
 
 use std::collections::BTreeMap;
@@ -30,10 +29,10 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::queue::EVENTS_EXCHANGE;
+use crate::store::events::{self, EventRecord};
 use crate::store::StoreError;
 pub use filter::{Filter, FilterError, FilterParams};
 pub use message::DeadLetter;
-pub use record::{EventRecord, Stage};
 use scan::Scan;
 
 /// Republishes awaiting their confirm at once; bounds memory, not speed.
@@ -158,7 +157,7 @@ pub async fn show(
     }
     scan.finish().await?;
     let event = match pool {
-        Some(pool) => record::find(pool, event_id).await?,
+        Some(pool) => events::find(pool, event_id).await?,
         None => None,
     };
     Ok(Shown {
@@ -344,7 +343,7 @@ async fn settle(
 async fn record_replays(pool: Option<&PgPool>, event_ids: &mut Vec<String>) {
     if let Some(pool) = pool {
         if !event_ids.is_empty() {
-            if let Err(error) = record::mark_replayed(pool, event_ids).await {
+            if let Err(error) = events::mark_replayed(pool, event_ids).await {
                 tracing::warn!(%error, count = event_ids.len(), "replays not counted in webhook_events");
             }
         }
@@ -419,7 +418,7 @@ pub async fn purge(
     .await;
     if let Some(pool) = pool {
         for chunk in purged_ids.chunks(RECORD_BATCH) {
-            if let Err(error) = record::mark_purged(pool, chunk).await {
+            if let Err(error) = events::mark_purged(pool, chunk).await {
                 tracing::warn!(%error, "purges not recorded in webhook_events");
                 break;
             }

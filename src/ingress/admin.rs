@@ -25,10 +25,11 @@ use tokio::sync::Mutex;
 use utoipa::OpenApi as _;
 
 use crate::dlq::{
-    self, DlqError, EventRecord, FilterError, FilterParams, Listing, PurgeReport, ReplayOptions,
-    ReplayReport, Shown,
+    self, DlqError, FilterError, FilterParams, Listing, PurgeReport, ReplayOptions, ReplayReport,
+    Shown,
 };
 use crate::queue;
+use crate::store::events::{self, EventRecord};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -403,7 +404,7 @@ async fn show_event(
     State(state): State<AdminState>,
     Path(event_id): Path<String>,
 ) -> Result<Json<EventRecord>, AdminError> {
-    match dlq::record::find(&state.pool, &event_id).await {
+    match events::find(&state.pool, &event_id).await {
         Ok(Some(record)) => Ok(Json(record)),
         Ok(None) => Err(AdminError::NotFound),
         Err(error) => Err(DlqError::from(error).into()),

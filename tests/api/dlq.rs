@@ -376,13 +376,16 @@ async fn dlq_replay_keeps_identity_and_headers_and_counts_the_replay() {
         "history travels with the event"
     );
 
-    let record = dlq::record::find(&pool, "evt_identity")
+    let record = finch_webhooks::store::events::find(&pool, "evt_identity")
         .await
         .unwrap()
         .unwrap();
     assert_eq!(record.replay_count, 2);
     assert!(record.last_replayed_at.is_some());
-    assert_eq!(record.current_stage(), dlq::Stage::Replayed);
+    assert_eq!(
+        record.current_stage(),
+        finch_webhooks::store::events::Stage::Replayed
+    );
 }
 
 #[tokio::test]
