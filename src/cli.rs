@@ -1,11 +1,16 @@
-//! The `finch-webhooks` command line: one binary, one subcommand per role.
+//! The `finch-webhooks` command line: one binary, one subcommand per role,
+//! plus the operator commands ([`dlq`], `events`) over [`crate::ops`].
+
+pub mod dlq;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use sqlx::PgPool;
 
 use crate::config::{ConfigError, Settings};
-use crate::{bench, dev, dlq, emulator, ingress, shutdown, store, telemetry, worker};
+use crate::{bench, dev, emulator, ingress, queue, shutdown, store, telemetry, worker};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,10 +47,10 @@ pub enum Command {
     Send(emulator::SendArgs),
     /// Inspect, replay and purge the events that could not be processed.
     #[command(subcommand)]
-    Dlq(dlq::cli::DlqCommand),
+    Dlq(dlq::DlqCommand),
     /// Look up stored events.
     #[command(subcommand)]
-    Events(dlq::cli::EventsCommand),
+    Events(dlq::EventsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,8 +126,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args, settings).await,
         Command::Emulator(args) => emulator::run(args, shutdown::signal()).await,
         Command::Send(args) => emulator::send(args).await,
-        Command::Dlq(command) => dlq::cli::run_dlq(command, &settings).await,
-        Command::Events(command) => dlq::cli::run_events(command, &settings).await,
+        Command::Dlq(command) => dlq::run_dlq(command, &settings).await,
+        Command::Events(command) => dlq::run_events(command, &settings).await,
     }
 }
 
@@ -138,4 +143,48 @@ async fn health(url: &str) -> anyhow::Result<()> {
         response.status()
     );
     Ok(())
+}
+
+/// A pool on the configured database, created and migrated if need be, for
+/// the operator commands.
+async fn database(settings: &Settings) -> anyhow::Result<PgPool> {
+    let pool = store::connect(&settings.database_url()?, 2).await?;
+    store::migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// A broker connection with the topology declared, so that a fresh broker
+/// (or one where only this tool ran) has the queues to read.
+async fn broker(settings: &Settings) -> anyhow::Result<lapin::Connection> {
+    let connection = queue::connect(&settings.amqp_url()?)
+        .await
+        .context("connecting to RabbitMQ")?;
+    queue::declare_topology(&connection, &queue::DEFAULT_RETRY_DELAYS)
+        .await
+        .context("declaring the RabbitMQ topology")?;
+    Ok(connection)
+}
+
+/// Prints `value` as JSON, or as the text `human` renders.
+fn emit<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", human());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -5,16 +5,18 @@
 //! The modules follow the path of an event: [`ingress`] verifies and stores
 //! it, [`queue`] carries it, [`worker`] acts on it through the [`finch`]
 //! client and writes to the [`store`]. [`emulator`] stands in for Finch.
+//! Operators act through [`ops`], from the [`cli`] or the [`admin`] API.
 
+pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev;
-pub mod dlq;
 pub mod emulator;
 pub mod finch;
 pub mod ingress;
 pub mod metrics;
+pub mod ops;
 pub mod queue;
 pub mod shutdown;
 pub mod signature;

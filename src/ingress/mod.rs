@@ -1,7 +1,6 @@
 //! The HTTP ingress: the endpoint registered in the Finch dashboard, plus
 //! health, readiness and metrics, and the admin API when a token is set.
 
-pub mod admin;
 pub mod error;
 pub mod pipeline;
 pub mod webhook;
@@ -100,7 +99,7 @@ impl Application {
         let admin = config
             .admin_token
             .as_ref()
-            .map(|token| admin::router(token, config.amqp_url.clone(), pool.clone()));
+            .map(|token| crate::admin::router(token, config.amqp_url.clone(), pool.clone()));
         let state = AppState {
             verifier: Arc::new(config.verifier),
             intake,
