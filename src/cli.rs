@@ -1,6 +1,8 @@
 //! The `finch-webhooks` command line: one binary, one subcommand per role,
-//! plus the operator commands ([`dlq`], `events`) over [`crate::ops`].
+//! plus the operator commands ([`dlq`], `events`, [`connections`]) over
+//! [`crate::ops`].
 
+pub mod connections;
 pub mod dlq;
 
 use std::process::ExitCode;
@@ -38,7 +40,7 @@ pub enum Command {
     Worker,
     /// Manage the connections (employers) the worker holds tokens for.
     #[command(subcommand)]
-    Connections(worker::admin::ConnectionsCommand),
+    Connections(connections::ConnectionsCommand),
     /// Run emulator, ingress and worker together against local Postgres and RabbitMQ.
     Dev(dev::DevArgs),
     /// Run a local stand-in for the Finch API and its webhook delivery.
@@ -122,7 +124,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             tracing::info!(addr = %app.local_addr(), "worker health and metrics listening");
             app.run_until(shutdown::signal()).await
         }
-        Command::Connections(command) => worker::admin::run(command, &settings).await,
+        Command::Connections(command) => connections::run(command, &settings).await,
         Command::Dev(args) => dev::run(args, settings).await,
         Command::Emulator(args) => emulator::run(args, shutdown::signal()).await,
         Command::Send(args) => emulator::send(args).await,

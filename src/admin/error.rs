@@ -88,15 +88,16 @@ impl From<OpsError> for AdminError {
     fn from(error: OpsError) -> Self {
         match error {
             OpsError::Filter(error) => error.into(),
+            OpsError::UnknownConnection(_) => Self::NotFound,
             OpsError::Store(StoreError::Unavailable(_)) => {
                 tracing::warn!(%error, "admin request: database unavailable");
                 Self::Unavailable("database")
             }
-            OpsError::Broker(_) | OpsError::Interrupted { .. } => {
+            OpsError::Broker(_) | OpsError::Interrupted { .. } | OpsError::Publish(_) => {
                 tracing::warn!(%error, "admin request failed at the broker");
                 Self::Unavailable("broker")
             }
-            // A query bug: not an outage.
+            // A query bug, a token the key cannot open, Finch refusing: not an outage.
             other => Self::Internal(other.into()),
         }
     }

@@ -1,17 +1,23 @@
 //! What an operator can do to the pipeline, as plain functions over the
 //! broker and the store: [`dlq`] lists, shows, replays and purges dead
-//! letters; [`events`] reads an event's lifecycle.
+//! letters; [`events`] reads an event's lifecycle; [`connections`] adds,
+//! lists, shows, resyncs and removes the connections the worker holds
+//! tokens for.
 //!
 //! The CLI ([`crate::cli`]) and the admin API ([`crate::admin`]) are front
 //! ends over this module: they parse, call and render, and decide nothing.
 //! Every DLQ operation selects its messages with the one [`Filter`].
 
+pub mod connections;
 pub mod dlq;
 pub mod events;
 mod filter;
 
 pub use filter::{Filter, FilterError, Selection};
 
+use crate::finch::FinchError;
+use crate::queue::PublishError;
+use crate::store::connections::ConnectionError;
 use crate::store::StoreError;
 
 /// Why an operation failed. Each message names only its own part; the
@@ -20,6 +26,8 @@ use crate::store::StoreError;
 pub enum OpsError {
     #[error(transparent)]
     Filter(#[from] FilterError),
+    #[error("no connection {0}")]
+    UnknownConnection(String),
     #[error("RabbitMQ failed")]
     Broker(#[from] lapin::Error),
     /// The broker failed part-way; what was done is done (see [`dlq`]).
@@ -29,6 +37,24 @@ pub enum OpsError {
         #[source]
         source: lapin::Error,
     },
+    #[error("RabbitMQ did not take the message")]
+    Publish(#[from] PublishError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored token that cannot be decrypted with the configured key.
+    #[error(transparent)]
+    StoredToken(ConnectionError),
+    #[error(transparent)]
+    Finch(#[from] FinchError),
+    #[error("Finch's /introspect named no connection_id for the token")]
+    NoConnectionId,
+}
+
+impl From<ConnectionError> for OpsError {
+    fn from(error: ConnectionError) -> Self {
+        match error {
+            ConnectionError::Store(error) => Self::Store(error),
+            token @ ConnectionError::Token { .. } => Self::StoredToken(token),
+        }
+    }
 }

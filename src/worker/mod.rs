@@ -11,7 +11,6 @@
 //!               finalizer: ack │ retry queue │ dead-letter  ─► webhook_events
 //! ```
 
-pub mod admin;
 pub mod broker;
 pub mod cache;
 pub mod finalize;
