@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 
 use crate::config::{ConfigError, Settings};
+use crate::telemetry::ErrorChain;
 use crate::{bench, dev, emulator, ingress, queue, shutdown, store, telemetry, worker};
 
 #[derive(Debug, Parser)]
@@ -84,7 +85,7 @@ pub fn main() -> ExitCode {
         Err(error) => match error.downcast_ref::<ConfigError>() {
             Some(config_error) => config_failure(config_error),
             None => {
-                eprintln!("finch-webhooks: {error:#}");
+                eprintln!("finch-webhooks: {}", ErrorChain(error.as_ref()));
                 ExitCode::FAILURE
             }
         },

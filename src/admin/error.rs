@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::ops::{FilterError, OpsError};
 use crate::store::StoreError;
+use crate::telemetry::ErrorChain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -58,7 +59,7 @@ impl IntoResponse for AdminError {
                 json!({ "error": format!("{what}_unavailable") }),
             ),
             Self::Internal(error) => {
-                tracing::error!(error = format!("{error:#}"), "admin request failed");
+                tracing::error!(error = %ErrorChain(error.as_ref()), "admin request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     json!({ "error": "internal_error" }),
@@ -90,11 +91,11 @@ impl From<OpsError> for AdminError {
             OpsError::Filter(error) => error.into(),
             OpsError::UnknownConnection(_) => Self::NotFound,
             OpsError::Store(StoreError::Unavailable(_)) => {
-                tracing::warn!(%error, "admin request: database unavailable");
+                tracing::warn!(error = %ErrorChain(&error), "admin request: database unavailable");
                 Self::Unavailable("database")
             }
             OpsError::Broker(_) | OpsError::Interrupted { .. } | OpsError::Publish(_) => {
-                tracing::warn!(%error, "admin request failed at the broker");
+                tracing::warn!(error = %ErrorChain(&error), "admin request failed at the broker");
                 Self::Unavailable("broker")
             }
             // A query bug, a token the key cannot open, Finch refusing: not an outage.

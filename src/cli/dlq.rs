@@ -13,6 +13,7 @@ use crate::ops::dlq::{
 };
 use crate::ops::events::{self, EventRecord, Stage};
 use crate::ops::Filter;
+use crate::telemetry::ErrorChain;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DlqCommand {
@@ -89,7 +90,10 @@ async fn dlq(
             let pool = match database(settings).await {
                 Ok(pool) => Some(pool),
                 Err(error) => {
-                    eprintln!("warning: webhook_events not read ({error:#})");
+                    eprintln!(
+                        "warning: webhook_events not read ({})",
+                        ErrorChain(error.as_ref())
+                    );
                     None
                 }
             };

@@ -24,6 +24,7 @@ use crate::metrics::{IngressMetrics, OutcomeLabel};
 use crate::queue::{BrokerLink, OutgoingEvent};
 use crate::store::events::{self, NewEvent, UnpublishedEvent};
 use crate::store::StoreError;
+use crate::telemetry::ErrorChain;
 
 /// Deliveries waiting for a writer; beyond this, handlers wait for room.
 const SUBMISSION_QUEUE: usize = 16_384;
@@ -223,7 +224,11 @@ async fn commit_batch(
             }
         }
         Err(error) => {
-            tracing::error!(%error, events = rows.len(), "could not store webhook events");
+            tracing::error!(
+                error = %ErrorChain(&error),
+                events = rows.len(),
+                "could not store webhook events"
+            );
             for submission in unique.into_iter().chain(repeated) {
                 submission
                     .reply
@@ -331,7 +336,7 @@ async fn publish_and_record(
         if let Err(error) = events::mark_published(pool, &confirmed).await {
             // They are in RabbitMQ; the relay may publish them again, which
             // consumers tolerate (delivery is at-least-once).
-            tracing::warn!(%error, "could not record published events");
+            tracing::warn!(error = %ErrorChain(&error), "could not record published events");
             return false;
         }
     }
@@ -361,7 +366,7 @@ async fn relay_outbox(
             if let Err(error) =
                 relay_round(&pool, &link, &metrics, settings.outbox_grace, &stop).await
             {
-                tracing::warn!(%error, "outbox relay round failed");
+                tracing::warn!(error = %ErrorChain(&error), "outbox relay round failed");
             }
         }
         if let Ok(backlog) = events::outbox_backlog(&pool).await {

@@ -58,3 +58,37 @@ impl From<ConnectionError> for OpsError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finch::token::TokenError;
+
+    fn occurrences(text: &str, part: &str) -> usize {
+        text.matches(part).count()
+    }
+
+    #[test]
+    fn a_chained_error_names_each_cause_once() {
+        let token = OpsError::from(ConnectionError::Token {
+            connection_id: "conn-1".into(),
+            source: TokenError::Corrupt,
+        });
+        let shown = format!("{:#}", anyhow::Error::new(token).context("removing conn-1"));
+        assert_eq!(
+            shown,
+            "removing conn-1: token of connection conn-1: \
+             the stored token could not be decrypted (wrong key or corrupted row)"
+        );
+
+        let outage = OpsError::from(StoreError::from(sqlx::Error::PoolTimedOut));
+        let shown = format!("{:#}", anyhow::Error::new(outage));
+        assert_eq!(occurrences(&shown, "pool timed out"), 1, "{shown}");
+        assert!(shown.starts_with("database unavailable: "), "{shown}");
+
+        let bug = OpsError::from(StoreError::from(sqlx::Error::RowNotFound));
+        let shown = format!("{:#}", anyhow::Error::new(bug));
+        assert_eq!(occurrences(&shown, "no rows returned"), 1, "{shown}");
+        assert!(shown.starts_with("database query failed: "), "{shown}");
+    }
+}

@@ -14,11 +14,16 @@ use sqlx::{PgPool, Postgres};
 /// Migrations compiled into the binary, so `migrate` needs no files on disk.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The cause is the source, not part of the message: log with
+/// [`crate::telemetry::ErrorChain`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database unavailable: {0}")]
+    /// Postgres cannot be reached or is not accepting work: try again later.
+    #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
-    #[error("database error: {0}")]
+    /// The query itself failed (bad SQL, a constraint, a missing column):
+    /// a bug, which trying again will not fix.
+    #[error("database query failed")]
     Query(#[source] sqlx::Error),
 }
 

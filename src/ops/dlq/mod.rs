@@ -27,6 +27,7 @@ use sqlx::PgPool;
 use super::{OpsError, Selection};
 use crate::queue::EVENTS_EXCHANGE;
 use crate::store::events::{self, EventRecord};
+use crate::telemetry::ErrorChain;
 pub use message::{DeadLetter, ReasonSource};
 use scan::Scan;
 
@@ -332,7 +333,11 @@ async fn record_replays(pool: Option<&PgPool>, event_ids: &mut Vec<String>) {
     if let Some(pool) = pool {
         if !event_ids.is_empty() {
             if let Err(error) = events::mark_replayed(pool, event_ids).await {
-                tracing::warn!(%error, count = event_ids.len(), "replays not counted in webhook_events");
+                tracing::warn!(
+                    error = %ErrorChain(&error),
+                    count = event_ids.len(),
+                    "replays not counted in webhook_events"
+                );
             }
         }
     }
@@ -402,7 +407,7 @@ pub async fn purge(
     if let Some(pool) = pool {
         for chunk in purged_ids.chunks(RECORD_BATCH) {
             if let Err(error) = events::mark_purged(pool, chunk).await {
-                tracing::warn!(%error, "purges not recorded in webhook_events");
+                tracing::warn!(error = %ErrorChain(&error), "purges not recorded in webhook_events");
                 break;
             }
         }
