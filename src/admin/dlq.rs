@@ -55,6 +55,8 @@ pub(super) async fn list(
         (status = 200, description = "The event's DLQ copies and record", body = Shown),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 404, description = "Neither in the DLQ nor in webhook_events", body = ErrorBody),
+        (status = 500, description = "Internal error (logged)", body = ErrorBody),
+        (status = 503, description = "RabbitMQ or Postgres unavailable", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "dlq"

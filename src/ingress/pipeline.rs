@@ -51,7 +51,8 @@ pub enum Stored {
 
 struct Submission {
     event: NewEvent,
-    reply: oneshot::Sender<Result<Stored, StoreError>>,
+    /// Every submission of a failed batch gets the same error, hence shared.
+    reply: oneshot::Sender<Result<Stored, Arc<StoreError>>>,
 }
 
 /// The handlers' side of the pipeline. Dropping every clone lets the writers
@@ -63,15 +64,15 @@ pub struct Intake {
 
 impl Intake {
     /// Resolves once the event is committed (or found already stored).
-    pub async fn submit(&self, event: NewEvent) -> Result<Stored, StoreError> {
+    pub async fn submit(&self, event: NewEvent) -> Result<Stored, Arc<StoreError>> {
+        // The writers are gone only when the pipeline is shutting down.
+        let stopped = || Arc::new(StoreError::Unavailable(sqlx::Error::PoolClosed));
         let (reply, outcome) = oneshot::channel();
         self.submissions
             .send(Submission { event, reply })
             .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
-        outcome
-            .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 }
 
@@ -229,11 +230,11 @@ async fn commit_batch(
                 events = rows.len(),
                 "could not store webhook events"
             );
+            // Whether it is an outage (503, Finch retries) or a bug (500) is
+            // the handlers' to tell, so the error itself goes to each.
+            let error = Arc::new(error);
             for submission in unique.into_iter().chain(repeated) {
-                submission
-                    .reply
-                    .send(Err(StoreError::Unavailable(sqlx::Error::PoolClosed)))
-                    .ok();
+                submission.reply.send(Err(error.clone())).ok();
             }
         }
     }

@@ -800,6 +800,66 @@ async fn dlq_admin_api_needs_the_right_token() {
 }
 
 #[tokio::test]
+async fn admin_api_answers_500_for_a_query_bug_and_503_when_postgres_is_cut() {
+    let env = TestEnv::new().await;
+    let pool = env.pool().await;
+    let postgres = "127.0.0.1:5432";
+    let outage = Outage::proxy(postgres).await;
+    let database_via_proxy = outage.rewrite(&env.database_url, postgres);
+    let ingress = TestIngress::start(
+        &env,
+        &[
+            ("admin_token", ADMIN_TOKEN),
+            ("database_url", database_via_proxy.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        ingress
+            .deliver("evt_stored", &event_body("company.updated", "conn-1"))
+            .await
+            .status(),
+        200
+    );
+    let (status, _) = admin_get(&ingress, "/admin/events/evt_stored", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200);
+
+    // A bug, not an outage: the table the query reads is not there.
+    sqlx::query("ALTER TABLE webhook_events RENAME TO renamed_webhook_events")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, body) = admin_get(&ingress, "/admin/events/evt_stored", Some(ADMIN_TOKEN)).await;
+    assert_eq!(
+        (status, body),
+        (500, serde_json::json!({"error": "internal_error"}))
+    );
+    sqlx::query("ALTER TABLE renamed_webhook_events RENAME TO webhook_events")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    outage.set_up(false);
+    let (status, body) = admin_get(&ingress, "/admin/events/evt_stored", Some(ADMIN_TOKEN)).await;
+    assert_eq!(
+        (status, body),
+        (503, serde_json::json!({"error": "database_unavailable"}))
+    );
+    outage.set_up(true);
+    eventually(
+        Duration::from_secs(15),
+        "answered after recovery",
+        || async {
+            admin_get(&ingress, "/admin/events/evt_stored", Some(ADMIN_TOKEN))
+                .await
+                .0
+                == 200
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn dlq_admin_api_is_absent_without_a_token() {
     let env = TestEnv::new().await;
     let ingress = TestIngress::start(&env, &[]).await;
