@@ -223,3 +223,53 @@ pub async fn mark_purged(pool: &PgPool, event_ids: &[String]) -> Result<(), Stor
         .await?;
     Ok(())
 }
+
+/// How many events of one benchmark run (ids starting with `prefix`) are stored.
+pub async fn count_run(pool: &PgPool, prefix: &str) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE starts_with(event_id, $1)")
+            .bind(prefix)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Removes one benchmark run's events.
+pub async fn delete_run(pool: &PgPool, prefix: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM webhook_events WHERE starts_with(event_id, $1)")
+        .bind(prefix)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// How many events were processed, and how many dead-lettered.
+pub async fn settled_counts(pool: &PgPool) -> Result<(i64, i64), StoreError> {
+    Ok(
+        sqlx::query_as("SELECT count(processed_at), count(dead_lettered_at) FROM webhook_events")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+pub async fn last_processed_at(pool: &PgPool) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT max(processed_at) FROM webhook_events")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// For each connection, seconds from `since` to its last processed event.
+pub async fn last_processed_per_connection(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> Result<Vec<f64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(processed_at) - $1)::float8 FROM webhook_events
+         WHERE processed_at IS NOT NULL GROUP BY connection_id",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?)
+}
