@@ -199,6 +199,8 @@ mod tests {
     struct Flags {
         #[command(flatten)]
         filter: Filter,
+        #[command(flatten)]
+        options: ReplayOptions,
     }
 
     #[test]
@@ -222,9 +224,16 @@ mod tests {
             "2h",
             "--limit",
             "5",
+            "--dry-run",
+            "--rate",
+            "10",
         ])
         .unwrap();
         assert_eq!(flags.filter, expected);
+        assert_eq!(
+            (flags.options.dry_run, flags.options.rate),
+            (true, Some(10))
+        );
 
         let uri = "/admin/dlq?event_type=employment.updated&connection=conn-1\
                    &reason=reauthenticate_user&since=2h&limit=5"

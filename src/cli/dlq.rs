@@ -36,12 +36,8 @@ pub enum DlqCommand {
     Replay {
         #[command(flatten)]
         filter: Filter,
-        /// Count what would be replayed, changing nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Republish at most this many messages per second, leaving room for live events.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-        rate: Option<u32>,
+        #[command(flatten)]
+        options: ReplayOptions,
         #[arg(long)]
         json: bool,
     },
@@ -106,23 +102,16 @@ async fn dlq(
         }
         DlqCommand::Replay {
             filter,
-            dry_run,
-            rate,
+            options,
             json,
         } => {
             let selection = filter.resolve(now)?;
-            let pool = if dry_run {
+            let pool = if options.dry_run {
                 None
             } else {
                 Some(database(settings).await?)
             };
-            let report = dlq::replay(
-                amqp,
-                pool.as_ref(),
-                &selection,
-                ReplayOptions { dry_run, rate },
-            )
-            .await?;
+            let report = dlq::replay(amqp, pool.as_ref(), &selection, options).await?;
             emit(json, &report, || render_replay(&report))
         }
         DlqCommand::Purge { filter, yes, json } => {

@@ -158,14 +158,16 @@ pub async fn show(
     })
 }
 
-/// How a replay runs, besides which messages it takes.
-#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+/// How a replay runs, besides which messages it takes; read, like the
+/// [`Filter`](crate::ops::Filter), from CLI flags and from JSON alike.
+#[derive(Debug, Clone, Copy, Default, Deserialize, clap::Args, utoipa::ToSchema)]
 pub struct ReplayOptions {
     /// Count what would be replayed, changing nothing.
+    #[arg(long)]
     #[serde(default)]
     pub dry_run: bool,
-    /// Republishes per second (at least 1), leaving room for live events;
-    /// unlimited if absent.
+    /// Republish at most N messages per second (at least 1), leaving room for live events; unlimited if absent.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: Option<u32>,
 }
 
