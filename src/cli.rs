@@ -1,11 +1,19 @@
-//! The `finch-webhooks` command line: one binary, one subcommand per role.
+//! The `finch-webhooks` command line: one binary, one subcommand per role,
+//! plus the operator commands ([`dlq`], `events`, [`connections`]) over
+//! [`crate::ops`].
+
+pub mod connections;
+pub mod dlq;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use sqlx::PgPool;
 
 use crate::config::{ConfigError, Settings};
-use crate::{bench, dev, dlq, emulator, ingress, shutdown, store, telemetry, worker};
+use crate::telemetry::ErrorChain;
+use crate::{bench, dev, emulator, ingress, queue, shutdown, store, telemetry, worker};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,7 +41,7 @@ pub enum Command {
     Worker,
     /// Manage the connections (employers) the worker holds tokens for.
     #[command(subcommand)]
-    Connections(worker::admin::ConnectionsCommand),
+    Connections(connections::ConnectionsCommand),
     /// Run emulator, ingress and worker together against local Postgres and RabbitMQ.
     Dev(dev::DevArgs),
     /// Run a local stand-in for the Finch API and its webhook delivery.
@@ -42,10 +50,10 @@ pub enum Command {
     Send(emulator::SendArgs),
     /// Inspect, replay and purge the events that could not be processed.
     #[command(subcommand)]
-    Dlq(dlq::cli::DlqCommand),
+    Dlq(dlq::DlqCommand),
     /// Look up stored events.
     #[command(subcommand)]
-    Events(dlq::cli::EventsCommand),
+    Events(dlq::EventsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,7 +85,7 @@ pub fn main() -> ExitCode {
         Err(error) => match error.downcast_ref::<ConfigError>() {
             Some(config_error) => config_failure(config_error),
             None => {
-                eprintln!("finch-webhooks: {error:#}");
+                eprintln!("finch-webhooks: {}", ErrorChain(error.as_ref()));
                 ExitCode::FAILURE
             }
         },
@@ -117,12 +125,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             tracing::info!(addr = %app.local_addr(), "worker health and metrics listening");
             app.run_until(shutdown::signal()).await
         }
-        Command::Connections(command) => worker::admin::run(command, &settings).await,
+        Command::Connections(command) => connections::run(command, &settings).await,
         Command::Dev(args) => dev::run(args, settings).await,
         Command::Emulator(args) => emulator::run(args, shutdown::signal()).await,
         Command::Send(args) => emulator::send(args).await,
-        Command::Dlq(command) => dlq::cli::run_dlq(command, &settings).await,
-        Command::Events(command) => dlq::cli::run_events(command, &settings).await,
+        Command::Dlq(command) => dlq::run_dlq(command, &settings).await,
+        Command::Events(command) => dlq::run_events(command, &settings).await,
     }
 }
 
@@ -138,4 +146,48 @@ async fn health(url: &str) -> anyhow::Result<()> {
         response.status()
     );
     Ok(())
+}
+
+/// A pool on the configured database, created and migrated if need be, for
+/// the operator commands.
+async fn database(settings: &Settings) -> anyhow::Result<PgPool> {
+    let pool = store::connect(&settings.database_url()?, 2).await?;
+    store::migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// A broker connection with the topology declared, so that a fresh broker
+/// (or one where only this tool ran) has the queues to read.
+async fn broker(settings: &Settings) -> anyhow::Result<lapin::Connection> {
+    let connection = queue::connect(&settings.amqp_url()?)
+        .await
+        .context("connecting to RabbitMQ")?;
+    queue::declare_topology(&connection, &queue::DEFAULT_RETRY_DELAYS)
+        .await
+        .context("declaring the RabbitMQ topology")?;
+    Ok(connection)
+}
+
+/// Prints `value` as JSON, or as the text `human` renders.
+fn emit<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", human());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

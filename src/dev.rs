@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::finch::FinchClient;
-use crate::{ingress, shutdown, worker};
+use crate::{ingress, ops, shutdown, worker};
 
 /// Fixed development-only secrets, so that restarts keep working with the
 /// tokens already stored. Never use them anywhere else.
@@ -74,8 +74,8 @@ pub async fn run(args: DevArgs, settings: Settings) -> anyhow::Result<()> {
     let pool = crate::store::connect(&settings.database_url()?, 2).await?;
     for seeded in emulator.connections() {
         let token = SecretString::from(seeded.access_token.clone());
-        let row = worker::admin::add(&pool, &key, &finch, &token).await?;
-        worker::admin::queue_resync(&settings.amqp_url()?, &row.connection_id).await?;
+        let row = ops::connections::add(&pool, &key, &finch, &token).await?;
+        ops::connections::resync(&pool, &settings.amqp_url()?, &row.connection_id).await?;
     }
     pool.close().await;
 

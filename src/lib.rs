@@ -6,17 +6,19 @@
 //! it, [`queue`] carries it, [`worker`] acts on it through the [`finch`]
 //! client and writes to the [`store`]. [`emulator`] stands in for Finch.
 //! Both roles answer health checks through [`health`] and count in [`metrics`].
+//! Operators act through [`ops`], from the [`cli`] or the [`admin`] API.
 
+pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev;
-pub mod dlq;
 pub mod emulator;
 pub mod finch;
 pub mod health;
 pub mod ingress;
 pub mod metrics;
+pub mod ops;
 pub mod queue;
 pub mod shutdown;
 pub mod signature;

@@ -145,3 +145,49 @@ fn remote_context(traceparent: Option<&str>) -> Option<opentelemetry::Context> {
     let context = TraceContextPropagator::new().extract(&carrier);
     context.span().span_context().is_valid().then_some(context)
 }
+
+/// An error and its causes on one line, `outer: cause: root`: how errors are
+/// logged and shown to an operator. Each of our errors names only its own
+/// part, so the message alone would lose the cause. Some libraries (sqlx)
+/// repeat their cause in their own message as well; a cause that the line
+/// already ends with is not written again.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut written = self.0.to_string();
+        f.write_str(&written)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let message = error.to_string();
+            if !written.ends_with(&message) {
+                write!(f, ": {message}")?;
+                written = message;
+            }
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorChain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the ledger")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn every_cause_is_written_once_even_when_a_library_repeats_it() {
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let ours = Outer(refused());
+        assert_eq!(ErrorChain(&ours).to_string(), "reading the ledger: refused");
+        // sqlx prints its cause in its own message and returns it as the source too.
+        let echoing = crate::store::StoreError::from(sqlx::Error::Io(refused()));
+        assert_eq!(
+            ErrorChain(&echoing).to_string(),
+            "database unavailable: error communicating with database: refused"
+        );
+    }
+}

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use crate::config::Settings;
 use crate::queue::WORK_QUEUE;
 use crate::signature::{signature_header, WebhookSecret};
+use crate::store;
 
 /// Event type of benchmark events: Finch's own test type, which workers
 /// acknowledge without calling Finch.
@@ -195,12 +196,7 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
     // Publishing follows the 200; give the outbox time to finish.
     let deadline = Instant::now() + args.settle;
     let (rows, messages) = loop {
-        let rows: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM webhook_events WHERE starts_with(event_id, $1)",
-        )
-        .bind(&prefix)
-        .fetch_one(&pool)
-        .await?;
+        let rows = store::events::count_run(&pool, &prefix).await?;
         let messages = work_queue_depth(&amqp).await?.saturating_sub(depth_before);
         if messages >= rows as u64 || Instant::now() > deadline {
             break (rows, messages);
@@ -220,11 +216,7 @@ pub async fn run(args: IngressBenchArgs, settings: &Settings) -> anyhow::Result<
             "VOID: the run does not balance"
         }
     );
-    sqlx::query("DELETE FROM webhook_events WHERE starts_with(event_id, $1)")
-        .bind(&prefix)
-        .execute(&pool)
-        .await
-        .ok();
+    store::events::delete_run(&pool, &prefix).await.ok();
     amqp.close(200, "bench done".into()).await.ok();
     anyhow::ensure!(
         balanced,

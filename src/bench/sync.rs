@@ -20,7 +20,7 @@ use crate::emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use crate::finch::{FinchClient, Product};
 use crate::queue::{OutgoingEvent, Publisher};
 use crate::store::budget::RateBudget;
-use crate::store::events::NewEvent;
+use crate::store::events::{self, NewEvent};
 use crate::store::finch_data;
 use crate::worker;
 
@@ -125,7 +125,7 @@ async fn stage(
     let finch = FinchClient::new(&config.finch);
     for seeded in emulator.connections() {
         let token = SecretString::from(seeded.access_token.clone());
-        worker::admin::add(&pool, &config.token_key, &finch, &token).await?;
+        crate::ops::connections::add(&pool, &config.token_key, &finch, &token).await?;
     }
     let budget = RateBudget::new(pool.clone(), &config.rate_limits);
     budget.prepare().await?;
@@ -274,33 +274,21 @@ async fn drive(
     connection.close(200, "published".into()).await.ok();
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let (processed, dead_lettered) = loop {
-        let (processed, dead): (i64, i64) = sqlx::query_as(
-            "SELECT count(processed_at), count(dead_lettered_at) FROM webhook_events",
-        )
-        .fetch_one(&stage.pool)
-        .await?;
+        let (processed, dead) = events::settled_counts(&stage.pool).await?;
         if processed + dead >= total || Instant::now() > deadline {
             break (processed, dead);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let last: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT max(processed_at) FROM webhook_events")
-            .fetch_one(&stage.pool)
-            .await?;
+    let last = events::last_processed_at(&stage.pool).await?;
     let elapsed = last.map_or(started.elapsed(), |last| {
         (last - started_at).to_std().unwrap_or_default()
     });
-    let waits: Vec<Duration> = sqlx::query_scalar::<_, f64>(
-        "SELECT extract(epoch FROM max(processed_at) - $1)::float8 FROM webhook_events
-         WHERE processed_at IS NOT NULL GROUP BY connection_id",
-    )
-    .bind(started_at)
-    .fetch_all(&stage.pool)
-    .await?
-    .into_iter()
-    .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
-    .collect();
+    let waits: Vec<Duration> = events::last_processed_per_connection(&stage.pool, started_at)
+        .await?
+        .into_iter()
+        .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
+        .collect();
     for (stop, task) in running {
         stop.cancel();
         task.await??;

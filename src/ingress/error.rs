@@ -7,12 +7,13 @@ use axum::Json;
 use serde_json::json;
 
 use crate::signature::VerifyError;
+use crate::telemetry::ErrorChain;
 
 pub type Result<T, E = IngressError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
-    #[error("verification failed: {0}")]
+    #[error("verification failed")]
     Verify(#[from] VerifyError),
     #[error("body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -73,7 +74,7 @@ impl IntoResponse for IngressError {
     fn into_response(self) -> Response {
         match &self {
             Self::Internal(error) => {
-                tracing::error!(error = format!("{error:#}"), "webhook delivery failed")
+                tracing::error!(error = %ErrorChain(error.as_ref()), "webhook delivery failed")
             }
             Self::Unavailable { .. } => {
                 tracing::warn!("event store unavailable; answered 503 so Finch retries")
@@ -95,5 +96,17 @@ impl IntoResponse for IngressError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_its_reason_once() {
+        let refused = IngressError::from(VerifyError::NoMatchingSignature);
+        let shown = format!("{:#}", anyhow::Error::new(refused));
+        assert_eq!(shown, "verification failed: no signature matches");
     }
 }

@@ -2,7 +2,6 @@
 //! health, readiness and metrics ([`crate::health`]), and the admin API when
 //! a token is set.
 
-pub mod admin;
 pub mod error;
 pub mod pipeline;
 pub mod webhook;
@@ -102,7 +101,7 @@ impl Application {
         let admin = config
             .admin_token
             .as_ref()
-            .map(|token| admin::router(token, config.amqp_url.clone(), pool.clone()));
+            .map(|token| crate::admin::router(token, config.amqp_url.clone(), pool.clone()));
         let state = AppState {
             verifier: Arc::new(config.verifier),
             intake,

@@ -24,6 +24,7 @@ use crate::metrics::{IngressMetrics, OutcomeLabel};
 use crate::queue::{BrokerLink, OutgoingEvent};
 use crate::store::events::{self, NewEvent, UnpublishedEvent};
 use crate::store::StoreError;
+use crate::telemetry::ErrorChain;
 
 /// Deliveries waiting for a writer; beyond this, handlers wait for room.
 const SUBMISSION_QUEUE: usize = 16_384;
@@ -50,7 +51,8 @@ pub enum Stored {
 
 struct Submission {
     event: NewEvent,
-    reply: oneshot::Sender<Result<Stored, StoreError>>,
+    /// Every submission of a failed batch gets the same error, hence shared.
+    reply: oneshot::Sender<Result<Stored, Arc<StoreError>>>,
 }
 
 /// The handlers' side of the pipeline. Dropping every clone lets the writers
@@ -62,15 +64,15 @@ pub struct Intake {
 
 impl Intake {
     /// Resolves once the event is committed (or found already stored).
-    pub async fn submit(&self, event: NewEvent) -> Result<Stored, StoreError> {
+    pub async fn submit(&self, event: NewEvent) -> Result<Stored, Arc<StoreError>> {
+        // The writers are gone only when the pipeline is shutting down.
+        let stopped = || Arc::new(StoreError::Unavailable(sqlx::Error::PoolClosed));
         let (reply, outcome) = oneshot::channel();
         self.submissions
             .send(Submission { event, reply })
             .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
-        outcome
-            .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 }
 
@@ -223,12 +225,16 @@ async fn commit_batch(
             }
         }
         Err(error) => {
-            tracing::error!(%error, events = rows.len(), "could not store webhook events");
+            tracing::error!(
+                error = %ErrorChain(&error),
+                events = rows.len(),
+                "could not store webhook events"
+            );
+            // Whether it is an outage (503, Finch retries) or a bug (500) is
+            // the handlers' to tell, so the error itself goes to each.
+            let error = Arc::new(error);
             for submission in unique.into_iter().chain(repeated) {
-                submission
-                    .reply
-                    .send(Err(StoreError::Unavailable(sqlx::Error::PoolClosed)))
-                    .ok();
+                submission.reply.send(Err(error.clone())).ok();
             }
         }
     }
@@ -331,7 +337,7 @@ async fn publish_and_record(
         if let Err(error) = events::mark_published(pool, &confirmed).await {
             // They are in RabbitMQ; the relay may publish them again, which
             // consumers tolerate (delivery is at-least-once).
-            tracing::warn!(%error, "could not record published events");
+            tracing::warn!(error = %ErrorChain(&error), "could not record published events");
             return false;
         }
     }
@@ -361,7 +367,7 @@ async fn relay_outbox(
             if let Err(error) =
                 relay_round(&pool, &link, &metrics, settings.outbox_grace, &stop).await
             {
-                tracing::warn!(%error, "outbox relay round failed");
+                tracing::warn!(error = %ErrorChain(&error), "outbox relay round failed");
             }
         }
         if let Ok(backlog) = events::outbox_backlog(&pool).await {

@@ -154,9 +154,15 @@ async fn receive_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Res
                 dead_letter_reason: None,
             })
         }
-        Err(StoreError::Unavailable(_) | StoreError::Query(_)) => Err(IngressError::Unavailable {
-            retry_after_secs: state.retry_after_secs,
-        }),
+        Err(error) => match *error {
+            StoreError::Unavailable(_) => Err(IngressError::Unavailable {
+                retry_after_secs: state.retry_after_secs,
+            }),
+            // A bug: logged in full as a 500, never described to Finch.
+            StoreError::Query(_) => Err(IngressError::Internal(
+                anyhow::Error::new(error).context("storing the event"),
+            )),
+        },
     }
 }
 

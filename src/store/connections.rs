@@ -52,7 +52,7 @@ pub struct Connection {
 pub enum ConnectionError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("connection {connection_id}: {source}")]
+    #[error("token of connection {connection_id}")]
     Token {
         connection_id: String,
         source: TokenError,

@@ -1,9 +1,12 @@
-//! The `webhook_events` table: dedupe on insert, and the outbox the relay drains.
+//! The `webhook_events` table: dedupe on insert, the outbox the relay drains,
+//! and each event's lifecycle as operators read and mark it.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::PgPool;
 
 use super::StoreError;
@@ -117,6 +120,158 @@ pub async fn outbox_backlog(pool: &PgPool) -> Result<i64, StoreError> {
             .fetch_one(pool)
             .await?,
     )
+}
+
+/// Where an event stands, judged from the latest thing that happened to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Stored, not yet confirmed by the broker (waiting in the outbox).
+    Received,
+    /// In the work queue, not yet processed.
+    Published,
+    Processed,
+    DeadLettered,
+    /// Republished from the DLQ; the worker has not finished with it yet.
+    Replayed,
+    /// Deleted from the DLQ by an operator.
+    Purged,
+}
+
+/// One row of `webhook_events`, without the body.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct EventRecord {
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub connection_id: Option<String>,
+    pub finch_timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub dead_lettered_at: Option<DateTime<Utc>>,
+    pub dead_letter_reason: Option<String>,
+    pub attempts: i32,
+    pub replay_count: i32,
+    pub last_replayed_at: Option<DateTime<Utc>>,
+    pub purged_at: Option<DateTime<Utc>>,
+    pub body_bytes: i32,
+    /// Judged from the times above when read, so that readers need not.
+    #[sqlx(skip)]
+    pub stage: Option<Stage>,
+}
+
+impl EventRecord {
+    /// The stage of the most recent step. The ingress dead-letters
+    /// unparseable bodies on publishing without setting `dead_lettered_at`,
+    /// so for those the publish is the dead-lettering.
+    pub fn current_stage(&self) -> Stage {
+        let dead_lettered_at = self
+            .dead_lettered_at
+            .or(self.dead_letter_reason.as_ref().and(self.published_at));
+        let steps = [
+            (self.published_at, Stage::Published),
+            (self.processed_at, Stage::Processed),
+            (dead_lettered_at, Stage::DeadLettered),
+            (self.last_replayed_at, Stage::Replayed),
+            (self.purged_at, Stage::Purged),
+        ];
+        steps
+            .into_iter()
+            .filter_map(|(at, stage)| at.map(|at| (at, stage)))
+            // On equal times the later step in the list wins.
+            .max_by_key(|(at, _)| *at)
+            .map_or(Stage::Received, |(_, stage)| stage)
+    }
+}
+
+/// One event's record (never its body), with its stage judged.
+pub async fn find(pool: &PgPool, event_id: &str) -> Result<Option<EventRecord>, StoreError> {
+    let record: Option<EventRecord> = sqlx::query_as(
+        "SELECT event_id, event_type, connection_id, finch_timestamp, received_at,
+                published_at, processed_at, dead_lettered_at, dead_letter_reason,
+                attempts, replay_count, last_replayed_at, purged_at,
+                octet_length(body) AS body_bytes
+         FROM webhook_events WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(record.map(|mut record| {
+        record.stage = Some(record.current_stage());
+        record
+    }))
+}
+
+/// Counts a confirmed replay of each event.
+pub async fn mark_replayed(pool: &PgPool, event_ids: &[String]) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE webhook_events
+         SET replay_count = replay_count + 1, last_replayed_at = now()
+         WHERE event_id = ANY($1)",
+    )
+    .bind(event_ids)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks events an operator deleted from the DLQ.
+pub async fn mark_purged(pool: &PgPool, event_ids: &[String]) -> Result<(), StoreError> {
+    sqlx::query("UPDATE webhook_events SET purged_at = now() WHERE event_id = ANY($1)")
+        .bind(event_ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// How many events of one benchmark run (ids starting with `prefix`) are stored.
+pub async fn count_run(pool: &PgPool, prefix: &str) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE starts_with(event_id, $1)")
+            .bind(prefix)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Removes one benchmark run's events.
+pub async fn delete_run(pool: &PgPool, prefix: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM webhook_events WHERE starts_with(event_id, $1)")
+        .bind(prefix)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// How many events were processed, and how many dead-lettered.
+pub async fn settled_counts(pool: &PgPool) -> Result<(i64, i64), StoreError> {
+    Ok(
+        sqlx::query_as("SELECT count(processed_at), count(dead_lettered_at) FROM webhook_events")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+pub async fn last_processed_at(pool: &PgPool) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT max(processed_at) FROM webhook_events")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// For each connection, seconds from `since` to its last processed event.
+pub async fn last_processed_per_connection(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> Result<Vec<f64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(processed_at) - $1)::float8 FROM webhook_events
+         WHERE processed_at IS NOT NULL GROUP BY connection_id",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// An event the worker finished, as `webhook_events` records it.

@@ -14,11 +14,17 @@ use sqlx::{PgPool, Postgres};
 /// Migrations compiled into the binary, so `migrate` needs no files on disk.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The cause is the source, not part of the message: log with
+/// [`crate::telemetry::ErrorChain`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database unavailable: {0}")]
+    /// Postgres cannot be reached, is not accepting work, or rolled the
+    /// work back against a concurrent writer: trying again later succeeds.
+    #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
-    #[error("database error: {0}")]
+    /// The query itself failed (bad SQL, a constraint, a missing column):
+    /// a bug, which trying again will not fix.
+    #[error("database query failed")]
     Query(#[source] sqlx::Error),
 }
 
@@ -40,10 +46,14 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// SQLSTATE classes that mean "try again later" rather than "this is wrong":
-/// connection exceptions, insufficient resources, operator intervention.
+/// connection exceptions, transaction rollbacks (a deadlock or serialization
+/// failure between concurrent writers), insufficient resources, operator
+/// intervention.
 fn is_transient_code(code: Option<&str>) -> bool {
     code.is_some_and(|code| {
-        code.starts_with("08") || code.starts_with("53") || code.starts_with("57")
+        ["08", "40", "53", "57"]
+            .iter()
+            .any(|class| code.starts_with(class))
     })
 }
 
@@ -80,4 +90,22 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .map_err(|error| anyhow::Error::new(error).context("applying migrations"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient_code;
+
+    #[test]
+    fn outages_and_rollbacks_are_transient_and_mistakes_are_not() {
+        // connection failure, deadlock, too many connections, admin shutdown
+        for code in ["08006", "40P01", "53300", "57P01"] {
+            assert!(is_transient_code(Some(code)), "{code}");
+        }
+        // undefined column, undefined table, unique violation, syntax error
+        for code in ["42703", "42P01", "23505", "42601"] {
+            assert!(!is_transient_code(Some(code)), "{code}");
+        }
+        assert!(!is_transient_code(None));
+    }
 }

@@ -32,11 +32,9 @@
 //! | [`finalize`] | ack, retry or dead-letter each settled message, recorded on `webhook_events` |
 //! | [`housekeeping`] | periodic chores: the outbox sweep, queue-depth samples |
 //! | [`cache`] | a short-lived cache of connections and their tokens |
-//! | [`admin`] | the `connections` command |
 
 pub mod account;
 pub mod action;
-pub mod admin;
 pub mod cache;
 pub mod commit;
 pub mod consume;

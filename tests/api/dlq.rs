@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use finch_webhooks::dlq::{self, FilterParams, ReplayOptions};
+use finch_webhooks::ops::dlq::{self, ReplayOptions};
+use finch_webhooks::ops::{events, Filter, Selection};
 use finch_webhooks::queue::{DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, EVENTS_EXCHANGE, WORK_QUEUE};
 use futures::StreamExt as _;
 use lapin::options::{
@@ -166,8 +167,8 @@ async fn drain_ids(amqp: &lapin::Connection, queue: &str) -> Vec<String> {
     ids
 }
 
-fn filter(params: FilterParams) -> dlq::Filter {
-    params.resolve(chrono::Utc::now()).unwrap()
+fn filter(filter: Filter) -> Selection {
+    filter.resolve(chrono::Utc::now()).unwrap()
 }
 
 /// A varied DLQ: three connections, two types, three reasons, in a known order.
@@ -193,7 +194,7 @@ async fn dlq_listing_shows_every_message_and_disturbs_nothing() {
     let letters = mixed_letters(40);
     dead_letter(&amqp, &letters).await;
 
-    let everything = dlq::list(&amqp, &dlq::Filter::default()).await.unwrap();
+    let everything = dlq::list(&amqp, &Selection::default()).await.unwrap();
     assert_eq!((everything.in_queue, everything.matched), (40, 40));
     let listed: Vec<_> = everything
         .messages
@@ -214,10 +215,10 @@ async fn dlq_listing_shows_every_message_and_disturbs_nothing() {
     // A limit caps the lines, not the counts.
     let limited = dlq::list(
         &amqp,
-        &filter(FilterParams {
+        &filter(Filter {
             reason: Some("unknown_connection".into()),
             limit: Some(3),
-            ..FilterParams::default()
+            ..Filter::default()
         }),
     )
     .await
@@ -226,7 +227,7 @@ async fn dlq_listing_shows_every_message_and_disturbs_nothing() {
     assert_eq!(limited.matched, by_reason["unknown_connection"]);
 
     // Listing again sees the same, and the queue still holds everything in order.
-    let again = dlq::list(&amqp, &dlq::Filter::default()).await.unwrap();
+    let again = dlq::list(&amqp, &Selection::default()).await.unwrap();
     assert_eq!(again.matched, 40);
     assert_eq!(queue_len(&amqp, DEAD_LETTER_QUEUE).await, 40);
     assert_eq!(ids(&take_all(&amqp, DEAD_LETTER_QUEUE).await), expected);
@@ -244,11 +245,11 @@ async fn dlq_filters_select_exactly_the_matching_messages_and_leave_the_rest_in_
     }
     dead_letter(&amqp, &letters).await;
 
-    let replay_filter = filter(FilterParams {
+    let replay_filter = filter(Filter {
         connection: Some("conn-b".into()),
         reason: Some("unknown_connection".into()),
         since: Some("2h".into()),
-        ..FilterParams::default()
+        ..Filter::default()
     });
     let report = dlq::replay(&amqp, Some(&pool), &replay_filter, ReplayOptions::default())
         .await
@@ -268,10 +269,10 @@ async fn dlq_filters_select_exactly_the_matching_messages_and_leave_the_rest_in_
         "exactly the matching ones, in order"
     );
 
-    let purge_filter = filter(FilterParams {
+    let purge_filter = filter(Filter {
         event_type: Some("directory.created".into()),
         limit: Some(5),
-        ..FilterParams::default()
+        ..Filter::default()
     });
     let purged = dlq::purge(&amqp, Some(&pool), &purge_filter).await.unwrap();
     assert_eq!(purged.purged, 5);
@@ -320,7 +321,7 @@ async fn dlq_replay_keeps_identity_and_headers_and_counts_the_replay() {
     let dry = dlq::replay(
         &amqp,
         Some(&pool),
-        &dlq::Filter::default(),
+        &Selection::default(),
         ReplayOptions {
             dry_run: true,
             rate: None,
@@ -338,7 +339,7 @@ async fn dlq_replay_keeps_identity_and_headers_and_counts_the_replay() {
     let report = dlq::replay(
         &amqp,
         Some(&pool),
-        &dlq::Filter::default(),
+        &Selection::default(),
         ReplayOptions::default(),
     )
     .await
@@ -376,13 +377,10 @@ async fn dlq_replay_keeps_identity_and_headers_and_counts_the_replay() {
         "history travels with the event"
     );
 
-    let record = dlq::record::find(&pool, "evt_identity")
-        .await
-        .unwrap()
-        .unwrap();
+    let record = events::show(&pool, "evt_identity").await.unwrap().unwrap();
     assert_eq!(record.replay_count, 2);
     assert!(record.last_replayed_at.is_some());
-    assert_eq!(record.current_stage(), dlq::Stage::Replayed);
+    assert_eq!(record.current_stage(), events::Stage::Replayed);
 }
 
 #[tokio::test]
@@ -432,20 +430,15 @@ async fn dlq_broker_dead_letters_take_their_reason_from_x_death_and_replay_clean
     )
     .await;
 
-    let listing = dlq::list(&amqp, &dlq::Filter::default()).await.unwrap();
+    let listing = dlq::list(&amqp, &Selection::default()).await.unwrap();
     let letter = &listing.messages[0];
     assert_eq!(letter.reason, "rejected");
     assert_eq!(letter.reason_source, dlq::message::ReasonSource::Broker);
     assert!(letter.dead_lettered_at.is_some());
 
-    let report = dlq::replay(
-        &amqp,
-        None,
-        &dlq::Filter::default(),
-        ReplayOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = dlq::replay(&amqp, None, &Selection::default(), ReplayOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.replayed, 1);
     let messages = take_all(&amqp, WORK_QUEUE).await;
     let headers = messages[0]
@@ -463,31 +456,6 @@ async fn dlq_broker_dead_letters_take_their_reason_from_x_death_and_replay_clean
         headers.get("replay_count"),
         Some(&AMQPValue::LongLongInt(1))
     );
-}
-
-fn binary(env: &TestEnv) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_finch-webhooks"));
-    command
-        .env_remove("FINCH_WEBHOOKS_CONFIG")
-        .env("DATABASE_URL", &env.database_url)
-        .env("AMQP_URL", &env.amqp_url)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    command
-}
-
-async fn run(env: &TestEnv, args: &[&str]) -> (bool, String, String) {
-    let output = binary(env)
-        .args(args)
-        .output()
-        .await
-        .expect("the binary runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]
@@ -603,7 +571,7 @@ async fn dlq_replay_rate_is_honoured_within_ten_percent() {
     let report = dlq::replay(
         &amqp,
         None,
-        &dlq::Filter::default(),
+        &Selection::default(),
         ReplayOptions {
             dry_run: false,
             rate: Some(RATE),
@@ -674,7 +642,7 @@ async fn dlq_replay_killed_midway_loses_nothing_and_a_second_run_finishes() {
     )
     .await;
     let processed: HashSet<String> = drain_ids(&amqp, WORK_QUEUE).await.into_iter().collect();
-    let listing = dlq::list(&amqp, &dlq::Filter::default()).await.unwrap();
+    let listing = dlq::list(&amqp, &Selection::default()).await.unwrap();
     let waiting: HashSet<String> = listing
         .messages
         .iter()
@@ -829,6 +797,66 @@ async fn dlq_admin_api_needs_the_right_token() {
         "bearer"
     );
     ingress.stop().await;
+}
+
+#[tokio::test]
+async fn admin_api_answers_500_for_a_query_bug_and_503_when_postgres_is_cut() {
+    let env = TestEnv::new().await;
+    let pool = env.pool().await;
+    let postgres = "127.0.0.1:5432";
+    let outage = Outage::proxy(postgres).await;
+    let database_via_proxy = outage.rewrite(&env.database_url, postgres);
+    let ingress = TestIngress::start(
+        &env,
+        &[
+            ("admin_token", ADMIN_TOKEN),
+            ("database_url", database_via_proxy.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        ingress
+            .deliver("evt_stored", &event_body("company.updated", "conn-1"))
+            .await
+            .status(),
+        200
+    );
+    let (status, _) = admin_get(&ingress, "/admin/events/evt_stored", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200);
+
+    // A bug, not an outage: the table the query reads is not there.
+    sqlx::query("ALTER TABLE webhook_events RENAME TO renamed_webhook_events")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, body) = admin_get(&ingress, "/admin/events/evt_stored", Some(ADMIN_TOKEN)).await;
+    assert_eq!(
+        (status, body),
+        (500, serde_json::json!({"error": "internal_error"}))
+    );
+    sqlx::query("ALTER TABLE renamed_webhook_events RENAME TO webhook_events")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    outage.set_up(false);
+    let (status, body) = admin_get(&ingress, "/admin/events/evt_stored", Some(ADMIN_TOKEN)).await;
+    assert_eq!(
+        (status, body),
+        (503, serde_json::json!({"error": "database_unavailable"}))
+    );
+    outage.set_up(true);
+    eventually(
+        Duration::from_secs(15),
+        "answered after recovery",
+        || async {
+            admin_get(&ingress, "/admin/events/evt_stored", Some(ADMIN_TOKEN))
+                .await
+                .0
+                == 200
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::process::Stdio;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -178,6 +179,33 @@ impl Drop for TestEnv {
         });
         cleanup.join().ok();
     }
+}
+
+/// The service binary, pointed at this environment; killed if the test drops it.
+pub fn binary(env: &TestEnv) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_finch-webhooks"));
+    command
+        .env_remove("FINCH_WEBHOOKS_CONFIG")
+        .env("DATABASE_URL", &env.database_url)
+        .env("AMQP_URL", &env.amqp_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs the binary to completion: whether it succeeded, its stdout and its stderr.
+pub async fn run(env: &TestEnv, args: &[&str]) -> (bool, String, String) {
+    let output = binary(env)
+        .args(args)
+        .output()
+        .await
+        .expect("the binary runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Current unix time in seconds.

@@ -594,6 +594,53 @@ async fn when_postgres_is_unreachable_deliveries_get_503_and_nothing_is_acknowle
 }
 
 #[tokio::test]
+async fn a_query_bug_answers_500_with_a_generic_body_and_an_outage_503() {
+    let env = TestEnv::new().await;
+    let pool = env.pool().await;
+    let postgres = "127.0.0.1:5432";
+    let outage = Outage::proxy(postgres).await;
+    let database_via_proxy = outage.rewrite(&env.database_url, postgres);
+    let ingress = TestIngress::start(&env, &[("database_url", database_via_proxy.as_str())]).await;
+    let body = event_body("company.updated", "conn-1");
+
+    // A bug, not an outage: the insert names a column the table no longer has.
+    sqlx::query("ALTER TABLE webhook_events RENAME COLUMN traceparent TO renamed_traceparent")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let response = ingress.deliver("msg_bug", &body).await;
+    assert_eq!(response.status(), 500);
+    assert!(response.headers().get("retry-after").is_none());
+    let reply = response.text().await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&reply).unwrap(),
+        serde_json::json!({"error": "internal_error"}),
+        "nothing about the database reaches the client: {reply}"
+    );
+    sqlx::query("ALTER TABLE webhook_events RENAME COLUMN renamed_traceparent TO traceparent")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    outage.set_up(false);
+    let (status, reply) = json(ingress.deliver("msg_bug", &body).await).await;
+    assert_eq!(
+        (status, reply),
+        (503, serde_json::json!({"error": "temporarily_unavailable"}))
+    );
+    assert_eq!(row_count(&pool).await, 0, "neither attempt stored it");
+
+    outage.set_up(true);
+    eventually(
+        Duration::from_secs(15),
+        "accepted after recovery",
+        || async { ingress.deliver("msg_bug", &body).await.status() == 200 },
+    )
+    .await;
+    assert_eq!(row_count(&pool).await, 1);
+}
+
+#[tokio::test]
 async fn other_methods_get_405_and_health_endpoints_answer() {
     let env = TestEnv::new().await;
     let ingress = TestIngress::start(&env, &[]).await;

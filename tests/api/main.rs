@@ -2,6 +2,7 @@
 //! RabbitMQ, each in its own database and vhost, and to our Finch emulator.
 
 mod cli;
+mod connections;
 mod dlq;
 mod emulator;
 mod helpers;

@@ -184,7 +184,7 @@ async fn sigterm_stops_the_worker_with_every_message_done_or_back_on_the_queue()
     let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
     for seeded in emulator.connections() {
         let token = secrecy::SecretString::from(seeded.access_token.clone());
-        finch_webhooks::worker::admin::add(&ingress.pool, &config.token_key, &finch, &token)
+        finch_webhooks::ops::connections::add(&ingress.pool, &config.token_key, &finch, &token)
             .await
             .unwrap();
     }

@@ -555,7 +555,7 @@ impl Scene {
         let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
         for seeded in scene.emulator.connections() {
             let token = secrecy::SecretString::from(seeded.access_token.clone());
-            finch_webhooks::worker::admin::add(&scene.pool, &config.token_key, &finch, &token)
+            finch_webhooks::ops::connections::add(&scene.pool, &config.token_key, &finch, &token)
                 .await
                 .expect("connection registers");
         }
@@ -707,10 +707,10 @@ async fn a_sandbox_change_flows_from_webhook_to_the_copy_and_is_announced() {
     let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
     let seeded = &emulator.connections()[0];
     let token = secrecy::SecretString::from(seeded.access_token.clone());
-    finch_webhooks::worker::admin::add(&ingress.pool, &config.token_key, &finch, &token)
+    finch_webhooks::ops::connections::add(&ingress.pool, &config.token_key, &finch, &token)
         .await
         .unwrap();
-    finch_webhooks::worker::admin::queue_resync(&env.amqp_url, &seeded.connection_id)
+    finch_webhooks::ops::connections::resync(&ingress.pool, &env.amqp_url, &seeded.connection_id)
         .await
         .unwrap();
     let worker = TestWorker::start(settings).await;

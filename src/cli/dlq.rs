@@ -1,24 +1,26 @@
-//! `finch-webhooks dlq ...` and `finch-webhooks events show`: argument
-//! parsing and human-readable output over the operations in [`crate::dlq`].
+//! `finch-webhooks dlq ...` and `finch-webhooks events show`: flags and
+//! human-readable output over [`crate::ops::dlq`] and [`crate::ops::events`].
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 
-use super::{
-    DeadLetter, DeadLetterCopy, EventRecord, FilterParams, Listing, PurgeReport, ReplayOptions,
-    ReplayReport, Shown, Stage,
-};
+use super::{broker, database, emit};
 use crate::config::Settings;
-use crate::{queue, store};
+use crate::ops::dlq::{
+    self, DeadLetter, DeadLetterCopy, Listing, PurgeReport, ReasonSource, ReplayOptions,
+    ReplayReport, Shown,
+};
+use crate::ops::events::{self, EventRecord, Stage};
+use crate::ops::Filter;
+use crate::telemetry::ErrorChain;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DlqCommand {
     /// One line per dead-lettered message and a count by reason; removes and reorders nothing.
     List {
         #[command(flatten)]
-        filter: FilterArgs,
+        filter: Filter,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -33,20 +35,16 @@ pub enum DlqCommand {
     /// once the broker confirmed its copy.
     Replay {
         #[command(flatten)]
-        filter: FilterArgs,
-        /// Count what would be replayed, changing nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Republish at most this many messages per second, leaving room for live events.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-        rate: Option<u32>,
+        filter: Filter,
+        #[command(flatten)]
+        options: ReplayOptions,
         #[arg(long)]
         json: bool,
     },
     /// Delete matching messages (all of them without filters); refuses without --yes.
     Purge {
         #[command(flatten)]
-        filter: FilterArgs,
+        filter: Filter,
         /// Really delete.
         #[arg(long)]
         yes: bool,
@@ -65,40 +63,6 @@ pub enum EventsCommand {
     },
 }
 
-/// Filters shared by list, replay and purge; all given ones must match.
-#[derive(Debug, Clone, clap::Args)]
-pub struct FilterArgs {
-    /// Event type, exactly (e.g. employment.updated).
-    #[arg(long, value_name = "T")]
-    pub event_type: Option<String>,
-    /// Finch connection id.
-    #[arg(long, value_name = "ID")]
-    pub connection: Option<String>,
-    /// Dead-letter reason (e.g. reauthenticate_user, unknown_connection, delivery_limit).
-    #[arg(long, value_name = "R")]
-    pub reason: Option<String>,
-    /// Dead-lettered at or after TIME: RFC 3339, or a duration ago such as 2h or 3days.
-    #[arg(long, value_name = "TIME")]
-    pub since: Option<String>,
-    /// At most N matching messages, oldest first.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub limit: Option<u64>,
-}
-
-impl From<FilterArgs> for FilterParams {
-    fn from(args: FilterArgs) -> Self {
-        Self {
-            event_type: args.event_type,
-            connection: args.connection,
-            reason: args.reason,
-            since: args.since,
-            limit: args
-                .limit
-                .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX)),
-        }
-    }
-}
-
 pub async fn run_dlq(command: DlqCommand, settings: &Settings) -> anyhow::Result<()> {
     let amqp = broker(settings).await?;
     let outcome = dlq(command, settings, &amqp).await;
@@ -114,8 +78,7 @@ async fn dlq(
     let now = Utc::now();
     match command {
         DlqCommand::List { filter, json } => {
-            let filter = FilterParams::from(filter).resolve(now)?;
-            let listing = super::list(amqp, &filter).await?;
+            let listing = dlq::list(amqp, &filter.resolve(now)?).await?;
             emit(json, &listing, || render_listing(&listing, now))
         }
         DlqCommand::Show { event_id, json } => {
@@ -123,11 +86,14 @@ async fn dlq(
             let pool = match database(settings).await {
                 Ok(pool) => Some(pool),
                 Err(error) => {
-                    eprintln!("warning: webhook_events not read ({error:#})");
+                    eprintln!(
+                        "warning: webhook_events not read ({})",
+                        ErrorChain(error.as_ref())
+                    );
                     None
                 }
             };
-            let shown = super::show(amqp, pool.as_ref(), &event_id).await?;
+            let shown = dlq::show(amqp, pool.as_ref(), &event_id).await?;
             anyhow::ensure!(
                 !shown.is_empty(),
                 "no event {event_id} in the DLQ or in webhook_events"
@@ -136,29 +102,22 @@ async fn dlq(
         }
         DlqCommand::Replay {
             filter,
-            dry_run,
-            rate,
+            options,
             json,
         } => {
-            let filter = FilterParams::from(filter).resolve(now)?;
-            let pool = if dry_run {
+            let selection = filter.resolve(now)?;
+            let pool = if options.dry_run {
                 None
             } else {
                 Some(database(settings).await?)
             };
-            let report = super::replay(
-                amqp,
-                pool.as_ref(),
-                &filter,
-                ReplayOptions { dry_run, rate },
-            )
-            .await?;
+            let report = dlq::replay(amqp, pool.as_ref(), &selection, options).await?;
             emit(json, &report, || render_replay(&report))
         }
         DlqCommand::Purge { filter, yes, json } => {
-            let filter = FilterParams::from(filter).resolve(now)?;
+            let selection = filter.resolve(now)?;
             if !yes {
-                let listing = super::list(amqp, &filter).await?;
+                let listing = dlq::list(amqp, &selection).await?;
                 anyhow::bail!(
                     "refusing to purge without --yes; {} message(s) match{}",
                     listing.matched,
@@ -166,7 +125,7 @@ async fn dlq(
                 );
             }
             let pool = database(settings).await?;
-            let report = super::purge(amqp, Some(&pool), &filter).await?;
+            let report = dlq::purge(amqp, Some(&pool), &selection).await?;
             emit(json, &report, || render_purge(&report))
         }
     }
@@ -176,7 +135,7 @@ pub async fn run_events(command: EventsCommand, settings: &Settings) -> anyhow::
     match command {
         EventsCommand::Show { event_id, json } => {
             let pool = database(settings).await?;
-            let record = super::record::find(&pool, &event_id)
+            let record = events::show(&pool, &event_id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no event {event_id} in webhook_events"))?;
             emit(json, &record, || {
@@ -186,35 +145,6 @@ pub async fn run_events(command: EventsCommand, settings: &Settings) -> anyhow::
             })
         }
     }
-}
-
-/// A broker connection with the topology declared, so that a fresh broker
-/// (or one where only this tool ran) has the queues to read.
-async fn broker(settings: &Settings) -> anyhow::Result<lapin::Connection> {
-    let connection = queue::connect(&settings.amqp_url()?)
-        .await
-        .map_err(|error| anyhow::anyhow!("connecting to RabbitMQ: {error}"))?;
-    queue::declare_topology(&connection, &queue::DEFAULT_RETRY_DELAYS).await?;
-    Ok(connection)
-}
-
-async fn database(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = store::connect(&settings.database_url()?, 2).await?;
-    store::migrate(&pool).await?;
-    Ok(pool)
-}
-
-fn emit<T: serde::Serialize>(
-    json: bool,
-    value: &T,
-    human: impl FnOnce() -> String,
-) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
-    } else {
-        print!("{}", human());
-    }
-    Ok(())
 }
 
 fn dash(value: Option<&str>) -> &str {
@@ -240,7 +170,7 @@ fn render_listing(listing: &Listing, now: DateTime<Utc>) -> String {
                 dash(letter.connection_id.as_deref()).to_owned(),
                 letter.reason.clone(),
                 letter.attempts.map_or("-".into(), |n| n.to_string()),
-                letter.age(now).map_or("-".into(), super::short_duration),
+                letter.age(now).map_or("-".into(), short_duration),
             ]
         })
         .collect();
@@ -296,11 +226,7 @@ fn by_reason_inline(by_reason: &std::collections::BTreeMap<String, u64>) -> Stri
 
 fn when(time: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     time.map_or("-".into(), |time| {
-        format!(
-            "{} ({} ago)",
-            time.to_rfc3339(),
-            super::short_duration(now - time)
-        )
+        format!("{} ({} ago)", time.to_rfc3339(), short_duration(now - time))
     })
 }
 
@@ -333,9 +259,9 @@ fn render_shown(shown: &Shown, now: DateTime<Utc>) -> String {
 fn render_copy(out: &mut String, copy: &DeadLetterCopy, now: DateTime<Utc>) {
     let letter = &copy.message;
     let source = match letter.reason_source {
-        super::message::ReasonSource::Application => "set by the worker or ingress",
-        super::message::ReasonSource::Broker => "set by RabbitMQ (x-death)",
-        super::message::ReasonSource::Unknown => "no reason recorded",
+        ReasonSource::Application => "set by the worker or ingress",
+        ReasonSource::Broker => "set by RabbitMQ (x-death)",
+        ReasonSource::Unknown => "no reason recorded",
     };
     let mut field = |name: &str, value: String| {
         writeln!(out, "  {name:<18}{value}").ok();
@@ -484,4 +410,16 @@ fn render_purge(report: &PurgeReport) -> String {
         report.in_queue,
         by_reason_inline(&report.by_reason)
     )
+}
+
+/// How long ago, for people: `3d4h`, `12m`, `40s`.
+fn short_duration(duration: chrono::Duration) -> String {
+    let seconds = duration.num_seconds().max(0);
+    let (days, hours, minutes) = (seconds / 86_400, seconds / 3_600 % 24, seconds / 60 % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h{m:02}m"),
+        (d, h, _) => format!("{d}d{h:02}h"),
+    }
 }

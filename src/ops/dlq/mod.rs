@@ -1,7 +1,5 @@
 //! The dead-letter queue as operators use it: list, show, replay and purge
-//! the messages in `finch.events.dlq`, and the lifecycle of one event from
-//! `webhook_events`. The CLI (`finch-webhooks dlq ...`, `events show`) and
-//! the admin API (`/admin/...`) are thin layers over these functions.
+//! the messages in `finch.events.dlq`.
 //!
 //! Every operation is a [`scan::Scan`]: the messages present when it starts
 //! are read in order; those it removes are acknowledged, the rest go back in
@@ -9,11 +7,8 @@
 //! after the broker confirmed its republish, so a crash at any point leaves
 //! each message in the DLQ, in the work queue, or (at worst) in both.
 
-pub mod cli;
-pub mod filter;
 pub mod message;
 pub mod pace;
-pub mod record;
 pub mod scan;
 
 use std::collections::BTreeMap;
@@ -26,14 +21,14 @@ use lapin::message::Delivery;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Confirmation, Connection};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use super::{OpsError, Selection};
 use crate::queue::EVENTS_EXCHANGE;
-use crate::store::StoreError;
-pub use filter::{Filter, FilterError, FilterParams};
-pub use message::DeadLetter;
-pub use record::{EventRecord, Stage};
+use crate::store::events::{self, EventRecord};
+use crate::telemetry::ErrorChain;
+pub use message::{DeadLetter, ReasonSource};
 use scan::Scan;
 
 /// Republishes awaiting their confirm at once; bounds memory, not speed.
@@ -45,18 +40,19 @@ const SKIPPED_SHOWN: usize = 100;
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
 
-#[derive(Debug, thiserror::Error)]
-pub enum DlqError {
-    #[error("RabbitMQ: {0}")]
-    Broker(#[from] lapin::Error),
-    #[error("RabbitMQ failed after {done} message(s) were handled: {source}")]
-    Interrupted {
-        done: u64,
-        #[source]
-        source: lapin::Error,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
+/// The next message of `scan` that `selection` matches, decoded; the others
+/// are passed over and stay where they are.
+async fn next_match(
+    scan: &mut Scan,
+    selection: &Selection,
+) -> lapin::Result<Option<(Delivery, DeadLetter)>> {
+    while let Some(delivery) = scan.next().await? {
+        let letter = DeadLetter::decode(delivery.routing_key.as_str(), &delivery.properties);
+        if selection.matches(&letter) {
+            return Ok(Some((delivery, letter)));
+        }
+    }
+    Ok(None)
 }
 
 /// What `list` found.
@@ -73,7 +69,7 @@ pub struct Listing {
 }
 
 /// Lists the DLQ without removing or reordering anything.
-pub async fn list(connection: &Connection, filter: &Filter) -> Result<Listing, DlqError> {
+pub async fn list(connection: &Connection, selection: &Selection) -> Result<Listing, OpsError> {
     let mut scan = Scan::open(connection).await?;
     let mut listing = Listing {
         in_queue: u64::from(scan.expected()),
@@ -81,17 +77,11 @@ pub async fn list(connection: &Connection, filter: &Filter) -> Result<Listing, D
         by_reason: BTreeMap::new(),
         messages: Vec::new(),
     };
-    while let Some(delivery) = scan.next().await? {
-        let letter = DeadLetter::decode(delivery.routing_key.as_str(), &delivery.properties);
-        if !filter.matches(&letter) {
-            continue;
-        }
+    while let Some((_, letter)) = next_match(&mut scan, selection).await? {
         listing.matched += 1;
         *listing.by_reason.entry(letter.reason.clone()).or_default() += 1;
-        if filter
-            .limit
-            .is_none_or(|limit| listing.messages.len() < limit)
-        {
+        // The limit caps the lines, never the counts.
+        if !selection.limit_reached(listing.messages.len() as u64) {
             listing.messages.push(letter);
         }
     }
@@ -133,7 +123,7 @@ pub async fn show(
     connection: &Connection,
     pool: Option<&PgPool>,
     event_id: &str,
-) -> Result<Shown, DlqError> {
+) -> Result<Shown, OpsError> {
     let mut scan = Scan::open(connection).await?;
     let mut copies = Vec::new();
     let mut position = 0;
@@ -158,7 +148,7 @@ pub async fn show(
     }
     scan.finish().await?;
     let event = match pool {
-        Some(pool) => record::find(pool, event_id).await?,
+        Some(pool) => events::find(pool, event_id).await?,
         None => None,
     };
     Ok(Shown {
@@ -168,11 +158,16 @@ pub async fn show(
     })
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// How a replay runs, besides which messages it takes; read, like the
+/// [`Filter`](crate::ops::Filter), from CLI flags and from JSON alike.
+#[derive(Debug, Clone, Copy, Default, Deserialize, clap::Args, utoipa::ToSchema)]
 pub struct ReplayOptions {
-    /// Report what would be replayed, touching nothing.
+    /// Count what would be replayed, changing nothing.
+    #[arg(long)]
+    #[serde(default)]
     pub dry_run: bool,
-    /// Republishes per second; `None` is as fast as the broker confirms.
+    /// Republish at most N messages per second (at least 1), leaving room for live events; unlimited if absent.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: Option<u32>,
 }
 
@@ -206,9 +201,9 @@ pub struct ReplayReport {
 pub async fn replay(
     connection: &Connection,
     pool: Option<&PgPool>,
-    filter: &Filter,
+    selection: &Selection,
     options: ReplayOptions,
-) -> Result<ReplayReport, DlqError> {
+) -> Result<ReplayReport, OpsError> {
     let mut scan = Scan::open(connection).await?;
     let publisher = connection.create_channel().await?;
     publisher
@@ -230,13 +225,8 @@ pub async fn replay(
     let mut first_publish: Option<Instant> = None;
 
     let outcome: Result<(), lapin::Error> = async {
-        while let Some(delivery) = scan.next().await? {
-            let letter = DeadLetter::decode(delivery.routing_key.as_str(), &delivery.properties);
-            if !filter.matches(&letter)
-                || filter
-                    .limit
-                    .is_some_and(|limit| report.matched >= limit as u64)
-            {
+        while let Some((delivery, letter)) = next_match(&mut scan, selection).await? {
+            if selection.limit_reached(report.matched) {
                 continue;
             }
             report.matched += 1;
@@ -294,7 +284,7 @@ pub async fn replay(
     record_replays(pool, &mut confirmed_ids).await;
     publisher.close(200, "replay finished".into()).await.ok();
     if let Err(source) = outcome {
-        return Err(DlqError::Interrupted {
+        return Err(OpsError::Interrupted {
             done: report.replayed,
             source,
         });
@@ -344,8 +334,12 @@ async fn settle(
 async fn record_replays(pool: Option<&PgPool>, event_ids: &mut Vec<String>) {
     if let Some(pool) = pool {
         if !event_ids.is_empty() {
-            if let Err(error) = record::mark_replayed(pool, event_ids).await {
-                tracing::warn!(%error, count = event_ids.len(), "replays not counted in webhook_events");
+            if let Err(error) = events::mark_replayed(pool, event_ids).await {
+                tracing::warn!(
+                    error = %ErrorChain(&error),
+                    count = event_ids.len(),
+                    "replays not counted in webhook_events"
+                );
             }
         }
     }
@@ -390,8 +384,8 @@ pub struct PurgeReport {
 pub async fn purge(
     connection: &Connection,
     pool: Option<&PgPool>,
-    filter: &Filter,
-) -> Result<PurgeReport, DlqError> {
+    selection: &Selection,
+) -> Result<PurgeReport, OpsError> {
     let mut scan = Scan::open(connection).await?;
     let mut report = PurgeReport {
         in_queue: u64::from(scan.expected()),
@@ -400,13 +394,8 @@ pub async fn purge(
     };
     let mut purged_ids = Vec::new();
     let outcome: Result<(), lapin::Error> = async {
-        while let Some(delivery) = scan.next().await? {
-            let letter = DeadLetter::decode(delivery.routing_key.as_str(), &delivery.properties);
-            if !filter.matches(&letter)
-                || filter
-                    .limit
-                    .is_some_and(|limit| report.purged >= limit as u64)
-            {
+        while let Some((delivery, letter)) = next_match(&mut scan, selection).await? {
+            if selection.limit_reached(report.purged) {
                 continue;
             }
             scan.remove(&delivery).await?;
@@ -419,30 +408,18 @@ pub async fn purge(
     .await;
     if let Some(pool) = pool {
         for chunk in purged_ids.chunks(RECORD_BATCH) {
-            if let Err(error) = record::mark_purged(pool, chunk).await {
-                tracing::warn!(%error, "purges not recorded in webhook_events");
+            if let Err(error) = events::mark_purged(pool, chunk).await {
+                tracing::warn!(error = %ErrorChain(&error), "purges not recorded in webhook_events");
                 break;
             }
         }
     }
     if let Err(source) = outcome {
-        return Err(DlqError::Interrupted {
+        return Err(OpsError::Interrupted {
             done: report.purged,
             source,
         });
     }
     scan.finish().await?;
     Ok(report)
-}
-
-/// How long ago, for people: `3d4h`, `12m`, `40s`.
-pub fn short_duration(duration: chrono::Duration) -> String {
-    let seconds = duration.num_seconds().max(0);
-    let (days, hours, minutes) = (seconds / 86_400, seconds / 3_600 % 24, seconds / 60 % 60);
-    match (days, hours, minutes) {
-        (0, 0, 0) => format!("{seconds}s"),
-        (0, 0, m) => format!("{m}m"),
-        (0, h, m) => format!("{h}h{m:02}m"),
-        (d, h, _) => format!("{d}d{h:02}h"),
-    }
 }

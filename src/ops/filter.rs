@@ -1,26 +1,49 @@
 //! Which dead letters an operation applies to.
+//!
+//! [`Filter`] is the one definition every front end reads: CLI flags (clap),
+//! the admin API's query string and JSON bodies (serde) and its OpenAPI
+//! document (utoipa) all derive from it, so they cannot disagree on a name.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::message::DeadLetter;
+use super::dlq::DeadLetter;
 
-/// Filters as typed by an operator (CLI flags, query string or JSON body),
-/// before `since` is resolved against the clock.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema, utoipa::IntoParams)]
+/// Filters as an operator types them; every one given must match.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Deserialize,
+    Serialize,
+    clap::Args,
+    utoipa::ToSchema,
+    utoipa::IntoParams,
+)]
+// A misspelt filter must be refused, never ignored: it would widen a replay or purge.
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct FilterParams {
-    /// Only messages of this event type (exact match, e.g. `employment.updated`).
+pub struct Filter {
+    /// Event type, exactly (e.g. employment.updated).
+    #[arg(long, value_name = "T")]
     pub event_type: Option<String>,
-    /// Only messages of this Finch connection id.
+    /// Finch connection id.
+    #[arg(long, value_name = "ID")]
     pub connection: Option<String>,
-    /// Only messages dead-lettered for this reason (e.g. `reauthenticate_user`).
+    /// Dead-letter reason (e.g. reauthenticate_user, unknown_connection, delivery_limit).
+    #[arg(long, value_name = "R")]
     pub reason: Option<String>,
-    /// Only messages dead-lettered at or after this time: RFC 3339
-    /// (`2026-05-01T12:00:00Z`) or a duration before now (`90m`, `2h`, `3days`).
+    /// Dead-lettered at or after TIME: RFC 3339 (2026-05-01T12:00:00Z), or a duration ago such as 90m, 2h or 3days.
+    #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// Act on (or list) at most this many matching messages, oldest first.
+    /// At most N matching messages, oldest first.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
     pub limit: Option<usize>,
 }
 
@@ -31,9 +54,10 @@ pub struct FilterError {
     pub reason: String,
 }
 
-/// A resolved filter: every given criterion must hold.
+/// A checked [`Filter`] with `since` fixed against the clock: what the
+/// operations match messages with. The default selects everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
+pub struct Selection {
     pub event_type: Option<String>,
     pub connection: Option<String>,
     pub reason: Option<String>,
@@ -41,8 +65,8 @@ pub struct Filter {
     pub limit: Option<usize>,
 }
 
-impl FilterParams {
-    pub fn resolve(&self, now: DateTime<Utc>) -> Result<Filter, FilterError> {
+impl Filter {
+    pub fn resolve(&self, now: DateTime<Utc>) -> Result<Selection, FilterError> {
         let since = match self.since.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => Some(parse_since(text, now)?),
@@ -54,7 +78,7 @@ impl FilterParams {
             });
         }
         let non_empty = |value: &Option<String>| value.clone().filter(|value| !value.is_empty());
-        Ok(Filter {
+        Ok(Selection {
             event_type: non_empty(&self.event_type),
             connection: non_empty(&self.connection),
             reason: non_empty(&self.reason),
@@ -79,7 +103,7 @@ fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, FilterEr
     Ok(now - ago)
 }
 
-impl Filter {
+impl Selection {
     /// Whether `letter` satisfies every criterion (the limit is the caller's).
     pub fn matches(&self, letter: &DeadLetter) -> bool {
         let same = |wanted: &Option<String>, actual: Option<&str>| {
@@ -99,8 +123,9 @@ impl Filter {
             })
     }
 
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+    /// Whether `count` messages already reach the limit.
+    pub fn limit_reached(&self, count: u64) -> bool {
+        self.limit.is_some_and(|limit| count >= limit as u64)
     }
 }
 
@@ -108,10 +133,10 @@ impl Filter {
 mod tests {
     use super::*;
 
-    fn params(since: &str) -> FilterParams {
-        FilterParams {
+    fn filter(since: &str) -> Filter {
+        Filter {
             since: Some(since.into()),
-            ..FilterParams::default()
+            ..Filter::default()
         }
     }
 
@@ -120,30 +145,30 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let absolute = params("2026-04-30T08:00:00+02:00").resolve(now).unwrap();
+        let absolute = filter("2026-04-30T08:00:00+02:00").resolve(now).unwrap();
         assert_eq!(
             absolute.since.unwrap().to_rfc3339(),
             "2026-04-30T06:00:00+00:00"
         );
-        let relative = params("90m").resolve(now).unwrap();
+        let relative = filter("90m").resolve(now).unwrap();
         assert_eq!(
             relative.since.unwrap().to_rfc3339(),
             "2026-05-01T10:30:00+00:00"
         );
-        assert_eq!(params("yesterday").resolve(now).unwrap_err().field, "since");
+        assert_eq!(filter("yesterday").resolve(now).unwrap_err().field, "since");
     }
 
     #[test]
     fn zero_limit_is_refused_and_empty_strings_mean_no_filter() {
-        let zero = FilterParams {
+        let zero = Filter {
             limit: Some(0),
-            ..FilterParams::default()
+            ..Filter::default()
         };
         assert_eq!(zero.resolve(Utc::now()).unwrap_err().field, "limit");
-        let blank = FilterParams {
+        let blank = Filter {
             reason: Some(String::new()),
-            ..FilterParams::default()
+            ..Filter::default()
         };
-        assert!(blank.resolve(Utc::now()).unwrap().is_empty());
+        assert_eq!(blank.resolve(Utc::now()).unwrap(), Selection::default());
     }
 }

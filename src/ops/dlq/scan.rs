@@ -11,14 +11,16 @@
 //! quorum queue hands a consumer at most 65,535 unacknowledged messages
 //! (2,000 with an unlimited prefetch on RabbitMQ 3.10), and puts explicitly
 //! nacked messages back in an order of its own; a classic queue returns them
-//! to their original positions (measured; see README.dlq.md). Redelivered
+//! to their original positions (measured; see the README). Redelivered
 //! flags do not matter: the DLQ has no delivery limit.
 
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 
@@ -126,6 +128,13 @@ impl Scan {
             delivered,
             settled,
         } = self;
+        // Cancelled and confirmed before the channel closes: dropping an
+        // active consumer sends its cancel from a background task, which can
+        // reach the broker after the close, and the broker answers a method
+        // on a closed channel by closing the whole connection.
+        channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await?;
         drop(consumer);
         channel.close(200, "scan finished".into()).await?;
         if delivered > settled {

@@ -1,0 +1,252 @@
+//! `finch-webhooks connections ...`: flags and output over
+//! [`crate::ops::connections`]. Tokens are read from a file or stdin, never
+//! from arguments, and never reach the output.
+
+use std::io::Read as _;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+use sqlx::PgPool;
+
+use super::{database, emit};
+use crate::config::Settings;
+use crate::finch::token::TokenKey;
+use crate::finch::FinchClient;
+use crate::ops::connections::{self, ConnectionRow};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ConnectionsCommand {
+    /// Store a connection: from an access token (calls /introspect) or an authorization code.
+    Add(AddArgs),
+    /// List stored connections (never their tokens).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One stored connection (never its token).
+    Show {
+        connection_id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a connection's token; its data stays in the finch_* tables.
+    Remove {
+        connection_id: String,
+        /// Call Finch's /disconnect first (ends the connection for the employer too).
+        #[arg(long)]
+        disconnect: bool,
+    },
+    /// Queue a full refetch of a connection's data.
+    Resync { connection_id: String },
+}
+
+#[derive(Debug, clap::Args)]
+// Exactly one source of the token. The derived group would hold every flag,
+// making --no-sync and --redirect-uri exclusive with the source they go with.
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("token_source").required(true).multiple(false)))]
+pub struct AddArgs {
+    /// File holding the access token, or `-` for stdin (never pass tokens as arguments).
+    #[arg(long, group = "token_source")]
+    pub access_token_file: Option<String>,
+    /// Authorization code from Finch Connect, exchanged with FINCH_CLIENT_ID and FINCH_CLIENT_SECRET.
+    #[arg(long, group = "token_source")]
+    pub code: Option<String>,
+    /// Redirect URI used with the code, if Connect was given one.
+    // `requires` alone lets it through with a token file: clap excuses a
+    // missing requirement that conflicts with a given flag.
+    #[arg(long, requires = "code", conflicts_with = "access_token_file")]
+    pub redirect_uri: Option<String>,
+    /// Do not queue the initial full sync.
+    #[arg(long)]
+    pub no_sync: bool,
+}
+
+/// What the commands that call Finch need.
+struct Finch {
+    pool: PgPool,
+    key: TokenKey,
+    client: FinchClient,
+}
+
+async fn finch(settings: &Settings) -> anyhow::Result<Finch> {
+    let key = settings.token_key()?;
+    let client = FinchClient::new(&settings.finch_api()?);
+    let pool = database(settings).await?;
+    Ok(Finch { pool, key, client })
+}
+
+pub async fn run(command: ConnectionsCommand, settings: &Settings) -> anyhow::Result<()> {
+    match command {
+        ConnectionsCommand::Add(args) => {
+            let finch = finch(settings).await?;
+            let token = match (&args.access_token_file, &args.code) {
+                (Some(file), _) => read_token(file)?,
+                (None, Some(code)) => {
+                    let grant = finch
+                        .client
+                        .exchange_code(code, args.redirect_uri.as_deref())
+                        .await?;
+                    grant.access_token
+                }
+                (None, None) => anyhow::bail!("give --access-token-file or --code"),
+            };
+            let added = connections::add(&finch.pool, &finch.key, &finch.client, &token).await?;
+            println!(
+                "added connection {} (provider {}, status {}, products {})",
+                added.connection_id,
+                added.provider_id.as_deref().unwrap_or("unknown"),
+                added.status,
+                added.products.join(",")
+            );
+            if !args.no_sync && added.status == "connected" {
+                connections::resync(&finch.pool, &settings.amqp_url()?, &added.connection_id)
+                    .await?;
+                println!("full sync queued");
+            }
+            Ok(())
+        }
+        ConnectionsCommand::List { json } => {
+            let pool = database(settings).await?;
+            let rows = connections::list(&pool).await?;
+            emit(json, &rows, || render_list(&rows))
+        }
+        ConnectionsCommand::Show {
+            connection_id,
+            json,
+        } => {
+            let pool = database(settings).await?;
+            let row = connections::show(&pool, &connection_id).await?;
+            emit(json, &row, || render_row(&row))
+        }
+        ConnectionsCommand::Remove {
+            connection_id,
+            disconnect,
+        } => {
+            // Only --disconnect needs the token, hence the key and Finch.
+            let pool = if disconnect {
+                let finch = finch(settings).await?;
+                connections::disconnect(&finch.pool, &finch.key, &finch.client, &connection_id)
+                    .await?;
+                println!("disconnected {connection_id} at Finch");
+                finch.pool
+            } else {
+                database(settings).await?
+            };
+            connections::remove(&pool, &connection_id).await?;
+            println!("removed connection {connection_id}");
+            Ok(())
+        }
+        ConnectionsCommand::Resync { connection_id } => {
+            let pool = database(settings).await?;
+            connections::resync(&pool, &settings.amqp_url()?, &connection_id).await?;
+            println!("full sync of {connection_id} queued");
+            Ok(())
+        }
+    }
+}
+
+fn read_token(file: &str) -> anyhow::Result<SecretString> {
+    let mut text = String::new();
+    if file == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the token from stdin")?;
+    } else {
+        text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
+    }
+    let token = text.trim();
+    anyhow::ensure!(!token.is_empty(), "the access token file is empty");
+    Ok(SecretString::from(token.to_owned()))
+}
+
+fn time(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    at.map_or_else(
+        || "-".to_owned(),
+        |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+fn render_list(rows: &[ConnectionRow]) -> String {
+    let mut out = format!(
+        "{:<38} {:<12} {:<14} {:<25} {:<25} PRODUCTS\n",
+        "CONNECTION", "STATUS", "PROVIDER", "LAST EVENT", "LAST SYNC"
+    );
+    for row in rows {
+        out += &format!(
+            "{:<38} {:<12} {:<14} {:<25} {:<25} {}\n",
+            row.connection_id,
+            row.status,
+            row.provider_id.as_deref().unwrap_or("-"),
+            time(row.last_event_at),
+            time(row.last_synced_at),
+            row.products.join(",")
+        );
+    }
+    out
+}
+
+fn render_row(row: &ConnectionRow) -> String {
+    let fields = [
+        ("status", row.status.clone()),
+        (
+            "provider",
+            row.provider_id.as_deref().unwrap_or("-").to_owned(),
+        ),
+        ("products", row.products.join(",")),
+        ("added at", time(Some(row.created_at))),
+        ("updated at", time(Some(row.updated_at))),
+        ("last event at", time(row.last_event_at)),
+        ("last sync at", time(row.last_synced_at)),
+        (
+            "last error",
+            row.last_error.as_deref().unwrap_or("-").to_owned(),
+        ),
+    ];
+    let mut out = format!("Connection {}\n", row.connection_id);
+    for (name, value) in fields {
+        out += &format!("  {name:<15}{value}\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    fn add(args: &[&str]) -> Result<super::AddArgs, clap::Error> {
+        let argv = ["finch-webhooks", "connections", "add"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Connections(super::ConnectionsCommand::Add(args)) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn add_takes_exactly_one_token_source_and_no_sync_with_either() {
+        let args = add(&["--access-token-file", "-", "--no-sync"]).unwrap();
+        assert_eq!(args.access_token_file.as_deref(), Some("-"));
+        assert!(args.no_sync);
+        let args = add(&["--code", "c", "--redirect-uri", "https://x", "--no-sync"]).unwrap();
+        assert_eq!(
+            (
+                args.code.as_deref(),
+                args.redirect_uri.as_deref(),
+                args.no_sync
+            ),
+            (Some("c"), Some("https://x"), true)
+        );
+        for refused in [
+            &[][..],
+            &["--no-sync"],
+            &["--access-token-file", "-", "--code", "c"],
+            &["--access-token-file", "-", "--redirect-uri", "https://x"],
+        ] {
+            assert!(add(refused).is_err(), "{refused:?} is refused");
+        }
+    }
+}
