@@ -477,7 +477,7 @@ def check_test_webhook_signature() -> None:
             problems.append("send-test-webhook.sh signature differs from HMAC-SHA256(id.timestamp.body)")
         if json.loads(body).get("event_type") is None:
             problems.append("test body has no event_type")
-    check("send-test-webhook.sh signs like src/signature.rs", problems)
+    check("send-test-webhook.sh signs like crates/finch-core/src/signature.rs", problems)
 
 
 def main() -> int:

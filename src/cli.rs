@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use finch_emulator as emulator;
 
 use crate::config::{ConfigError, Settings};
-use crate::{bench, dev, dlq, emulator, ingress, shutdown, store, telemetry, worker};
+use crate::{bench, dev, dlq, ingress, shutdown, store, telemetry, worker};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -4,20 +4,20 @@
 //!
 //! The modules follow the path of an event: [`ingress`] verifies and stores
 //! it, [`queue`] carries it, [`worker`] acts on it through the [`finch`]
-//! client and writes to the [`store`]. [`emulator`] stands in for Finch.
+//! client and writes to the [`store`]. The `finch-emulator` crate stands in for Finch.
 
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod dlq;
-pub mod emulator;
 pub mod finch;
 pub mod ingress;
 pub mod metrics;
 pub mod queue;
 pub mod shutdown;
-pub mod signature;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
+
+pub use finch_core::signature;

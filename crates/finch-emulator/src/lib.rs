@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use finch_webhooks::emulator::{Emulator, EmulatorConfig};
+//! use finch_emulator::{Emulator, EmulatorConfig};
 //! let emulator = Emulator::start(EmulatorConfig::default()).await?;
 //! let token = &emulator.connections()[0].access_token;
 //! println!("{} {token}", emulator.base_url());
@@ -50,7 +50,7 @@ pub use send::{send, SendArgs};
 pub use stats::{StatsSnapshot, WebhookStats};
 pub use webhooks::RETRY_SCHEDULE;
 
-use crate::signature::WebhookSecret;
+use finch_core::signature::WebhookSecret;
 use ratelimit::RateLimiter;
 use state::{Shared, World};
 use stats::Stats;

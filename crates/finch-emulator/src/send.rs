@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use super::webhooks::{send_once, EventSource, Outgoing};
-use crate::signature::WebhookSecret;
+use finch_core::signature::WebhookSecret;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SendArgs {
