@@ -15,9 +15,8 @@ pub mod finch;
 pub mod ingress;
 pub mod metrics;
 pub mod queue;
-pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
 
-pub use finch_core::signature;
+pub use finch_core::{shutdown, signature};

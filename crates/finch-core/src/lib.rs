@@ -1,7 +1,9 @@
-//! The Finch contract that both sides of it share: the service that calls
-//! Finch and receives its webhooks, and the emulator that stands in for Finch.
+//! What finch-webhooks and the Finch emulator share: Finch's contract
+//! (products, API version, webhook signatures), which one side calls and the
+//! other stands in for, and how their processes are asked to stop.
 
 mod product;
+pub mod shutdown;
 pub mod signature;
 
 pub use product::Product;

@@ -5,7 +5,8 @@
 //! sync copies one to the other and emits one webhook per changed item, then
 //! `job.data_sync_all.completed`, as Finch does.
 //!
-//! In-process use (tests, a future `dev` command):
+//! Run it with the `finch-emulator` binary, or in-process (tests, `dev`,
+//! benchmarks):
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -400,7 +401,7 @@ impl Shared {
     }
 }
 
-/// `finch-webhooks emulator`: start, print the banner, serve until signalled.
+/// `finch-emulator` (and `finch-webhooks emulator`): start, print the banner, serve until signalled.
 pub async fn run(args: EmulatorArgs, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let emulator = Emulator::start(config).await?;

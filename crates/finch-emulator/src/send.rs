@@ -1,5 +1,5 @@
-//! `finch-webhooks send`: one signed event at any endpoint, like the Test
-//! button in Finch's dashboard.
+//! `finch-emulator send` (and `finch-webhooks send`): one signed event at any
+//! endpoint, like the Test button in Finch's dashboard.
 
 use std::time::Duration;
 
