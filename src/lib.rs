@@ -6,9 +6,11 @@
 //! it, [`queue`] carries it, [`worker`] acts on it through the [`finch`]
 //! client and writes to the [`store`]. The `finch-emulator` crate stands in for Finch.
 
+#[cfg(feature = "emulator")]
 pub mod bench;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "emulator")]
 pub mod dev;
 pub mod dlq;
 pub mod finch;
