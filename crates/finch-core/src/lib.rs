@@ -8,5 +8,5 @@ pub mod signature;
 
 pub use product::Product;
 
-/// The API version this client speaks.
+/// The `Finch-API-Version` the client sends, and the version of the API the emulator stands in for.
 pub const API_VERSION: &str = "2020-09-17";

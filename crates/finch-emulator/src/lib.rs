@@ -46,7 +46,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use args::EmulatorArgs;
 pub use error::ApiError;
-pub use ratelimit::LIMITS as RATE_LIMITS;
 pub use send::{send, SendArgs};
 pub use stats::{StatsSnapshot, WebhookStats};
 pub use webhooks::RETRY_SCHEDULE;
