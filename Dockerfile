@@ -81,8 +81,9 @@ ENTRYPOINT ["finch-emulator"]
 CMD ["--listen", "0.0.0.0:4010"]
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-# ca-certificates: Finch's API and any amqps:// broker are verified against
-# the system trust store (rustls-platform-verifier). Versions are left to the
+# ca-certificates: an amqps:// broker is verified against the system trust
+# store (rustls-platform-verifier); Finch's API against the Mozilla roots
+# compiled into the binary (webpki-roots). Versions are left to the
 # Debian release so a rebuild picks up security updates.
 # hadolint ignore=DL3008
 RUN apt-get update \

@@ -81,7 +81,7 @@ step "hadolint: Dockerfile" \
 
 step "shellcheck: deploy/*.sh, tests/run.sh, .ci/*" \
     "$BIN/shellcheck" deploy/validate.sh deploy/send-test-webhook.sh tests/run.sh .ci/run \
-    .ci/check-production-binary
+    .ci/check-manifests .ci/check-production-binary
 
 step "consistency checks (deploy/validate_manifests.py)" \
     "$BIN/python" deploy/validate_manifests.py
