@@ -23,6 +23,7 @@
 # the same package and feature flags it then builds with, or the cooked
 # dependencies would not match and be compiled again.
 
+# Also the workspace's rust-version in Cargo.toml (.ci/check-manifests).
 ARG RUST_VERSION=1.95
 # Builder and runtime share a Debian release so the binary's glibc matches.
 ARG DEBIAN_RELEASE=bookworm
