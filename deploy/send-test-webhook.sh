@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sends one signed test delivery to a running ingress, signed the way Finch
-# signs (src/signature.rs): HMAC-SHA256 over "{event id}.{timestamp}.{body}"
-# keyed with the base64-decoded secret, sent as "Finch-Signature: v1,<base64>".
+# signs (crates/finch-core/src/signature.rs): HMAC-SHA256 over
+# "{event id}.{timestamp}.{body}" keyed with the base64-decoded secret, sent
+# as "Finch-Signature: v1,<base64>".
 #
 #   deploy/send-test-webhook.sh [URL]          default http://127.0.0.1:8080/webhooks/finch
 #

@@ -79,8 +79,9 @@ step "JSON syntax: deploy/rabbitmq/*.json" \
 step "hadolint: Dockerfile" \
     "$BIN/hadolint" --failure-threshold warning Dockerfile
 
-step "shellcheck: deploy/*.sh, tests/run.sh, .ci/run" \
-    "$BIN/shellcheck" deploy/validate.sh deploy/send-test-webhook.sh tests/run.sh .ci/run
+step "shellcheck: deploy/*.sh, tests/run.sh, .ci/*" \
+    "$BIN/shellcheck" deploy/validate.sh deploy/send-test-webhook.sh tests/run.sh .ci/run \
+    .ci/check-manifests .ci/check-production-binary
 
 step "consistency checks (deploy/validate_manifests.py)" \
     "$BIN/python" deploy/validate_manifests.py

@@ -246,8 +246,14 @@ def check_compose(compose: dict) -> None:
     if worker_check != ["CMD", "finch-webhooks", "health", "--url", "http://127.0.0.1:9091/healthz"]:
         problems.append("worker healthcheck must probe http://127.0.0.1:9091/healthz")
 
-    command = services["emulator"]["command"]
-    opts = {command[i]: command[i + 1] for i in range(1, len(command) - 1) if command[i].startswith("--")}
+    emulator = services["emulator"]
+    if emulator.get("build", {}).get("target") != "emulator":
+        problems.append("emulator must be built from the Dockerfile's emulator target")
+    for name, spec in services.items():
+        if name != "emulator" and spec.get("build", {}).get("target") == "emulator":
+            problems.append(f"{name} must run the production image, not the emulator's")
+    command = emulator["command"]
+    opts = {command[i]: command[i + 1] for i in range(len(command) - 1) if command[i].startswith("--")}
     if opts.get("--listen") != "0.0.0.0:4010":
         problems.append("emulator must listen on 0.0.0.0:4010")
     if opts.get("--webhook-url") != "http://ingress:8080/webhooks/finch":
@@ -441,6 +447,23 @@ def check_dockerfile() -> None:
     if "cargo chef cook" not in text or "--locked" not in text:
         problems.append("dependency layer must be built with cargo chef cook --locked")
 
+    # The production binary leaves the emulator out, and its dependency layer
+    # is cooked with the same flags so that it is reused rather than rebuilt.
+    stages: dict[str, list[str]] = {}
+    for instruction in instructions:
+        if instruction.upper().startswith("FROM "):
+            name = instruction.split()[-1] if " AS " in instruction.upper() else ""
+            stages[name] = current = []
+        elif stages:
+            current.append(instruction)
+    if not any(i.startswith("COPY --from=builder ") for i in runtime):
+        problems.append("runtime stage must copy the binary from the builder stage")
+    builder_runs = [i for i in stages.get("builder", []) if i.startswith("RUN ")]
+    for step in ("cargo chef cook", "cargo build"):
+        runs = [i for i in builder_runs if step in i]
+        if not runs or not all("--no-default-features" in i for i in runs):
+            problems.append(f"builder stage must run {step} with --no-default-features (no emulator in production)")
+
     # Every COPY from the build context must exist and survive .dockerignore.
     allowed = [
         line[1:].rstrip("/")
@@ -477,7 +500,7 @@ def check_test_webhook_signature() -> None:
             problems.append("send-test-webhook.sh signature differs from HMAC-SHA256(id.timestamp.body)")
         if json.loads(body).get("event_type") is None:
             problems.append("test body has no event_type")
-    check("send-test-webhook.sh signs like src/signature.rs", problems)
+    check("send-test-webhook.sh signs like crates/finch-core/src/signature.rs", problems)
 
 
 def main() -> int:

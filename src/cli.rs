@@ -9,11 +9,15 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+#[cfg(feature = "emulator")]
+use finch_emulator as emulator;
 use sqlx::PgPool;
 
 use crate::config::{ConfigError, Settings};
 use crate::telemetry::ErrorChain;
-use crate::{bench, dev, emulator, ingress, queue, shutdown, store, telemetry, worker};
+#[cfg(feature = "emulator")]
+use crate::{bench, dev};
+use crate::{ingress, queue, shutdown, store, telemetry, worker};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +39,7 @@ pub enum Command {
     /// Probe a running process's health endpoint; exits 0 when healthy (for container health checks).
     Health(HealthArgs),
     /// Measure a running instance.
+    #[cfg(feature = "emulator")]
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Consume the work queue and keep the finch_* tables fresh.
@@ -43,11 +48,17 @@ pub enum Command {
     #[command(subcommand)]
     Connections(connections::ConnectionsCommand),
     /// Run emulator, ingress and worker together against local Postgres and RabbitMQ.
+    #[cfg(feature = "emulator")]
     Dev(dev::DevArgs),
     /// Run a local stand-in for the Finch API and its webhook delivery.
+    #[cfg(feature = "emulator")]
     Emulator(emulator::EmulatorArgs),
     /// Send one signed Finch webhook event to a URL, like the dashboard's Test button.
+    #[cfg(feature = "emulator")]
     Send(emulator::SendArgs),
+    #[cfg(not(feature = "emulator"))]
+    #[command(flatten)]
+    LeftOut(LeftOut),
     /// Inspect, replay and purge the events that could not be processed.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -65,6 +76,9 @@ pub struct HealthArgs {
 
 /// Exit code for a configuration that stops start-up.
 const EXIT_CONFIG: u8 = 2;
+/// Exit code for a subcommand this build leaves out; clap uses 2 for usage errors too.
+#[cfg(not(feature = "emulator"))]
+const EXIT_USAGE: u8 = 2;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -82,6 +96,11 @@ pub fn main() -> ExitCode {
     telemetry::shutdown();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        #[cfg(not(feature = "emulator"))]
+        Err(error) if error.is::<NotInThisBuild>() => {
+            eprintln!("finch-webhooks: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(error) => match error.downcast_ref::<ConfigError>() {
             Some(config_error) => config_failure(config_error),
             None => {
@@ -118,6 +137,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Health(args) => health(&args.url).await,
+        #[cfg(feature = "emulator")]
         Command::Bench(command) => bench::run(command, &settings).await,
         Command::Worker => {
             let config = settings.worker()?;
@@ -126,9 +146,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             app.run_until(shutdown::signal()).await
         }
         Command::Connections(command) => connections::run(command, &settings).await,
+        #[cfg(feature = "emulator")]
         Command::Dev(args) => dev::run(args, settings).await,
+        #[cfg(feature = "emulator")]
         Command::Emulator(args) => emulator::run(args, shutdown::signal()).await,
+        #[cfg(feature = "emulator")]
         Command::Send(args) => emulator::send(args).await,
+        #[cfg(not(feature = "emulator"))]
+        Command::LeftOut(left_out) => Err(NotInThisBuild(left_out.name()).into()),
         Command::Dlq(command) => dlq::run_dlq(command, &settings).await,
         Command::Events(command) => dlq::run_events(command, &settings).await,
     }
@@ -191,3 +216,50 @@ mod tests {
         super::Cli::command().debug_assert();
     }
 }
+
+/// The subcommands that need the Finch emulator, in a build without it (the
+/// production image). Hidden from help, they are still recognised, so that
+/// `finch-webhooks emulator` says why it cannot run instead of "unrecognized
+/// subcommand".
+#[cfg(not(feature = "emulator"))]
+#[derive(Debug, Subcommand)]
+pub enum LeftOut {
+    #[command(hide = true, disable_help_flag = true)]
+    Bench(LeftOutArgs),
+    #[command(hide = true, disable_help_flag = true)]
+    Dev(LeftOutArgs),
+    #[command(hide = true, disable_help_flag = true)]
+    Emulator(LeftOutArgs),
+    #[command(hide = true, disable_help_flag = true)]
+    Send(LeftOutArgs),
+}
+
+#[cfg(not(feature = "emulator"))]
+impl LeftOut {
+    fn name(&self) -> &'static str {
+        match self {
+            LeftOut::Bench(_) => "bench",
+            LeftOut::Dev(_) => "dev",
+            LeftOut::Emulator(_) => "emulator",
+            LeftOut::Send(_) => "send",
+        }
+    }
+}
+
+/// Whatever followed a left-out subcommand, accepted unread so that its own
+/// flags do not turn the refusal into a usage error.
+#[cfg(not(feature = "emulator"))]
+#[derive(Debug, clap::Args)]
+pub struct LeftOutArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<std::ffi::OsString>,
+}
+
+#[cfg(not(feature = "emulator"))]
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{0}` is not in this build: it leaves out the Finch emulator and everything that runs on it \
+     (built with --no-default-features, as the production image is); run it from a default build, \
+     e.g. `cargo run -- {0}`"
+)]
+struct NotInThisBuild(&'static str);

@@ -6,11 +6,11 @@
 
 use std::net::SocketAddr;
 
+use finch_emulator::{Emulator, EmulatorConfig};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::emulator::{Emulator, EmulatorConfig};
 use crate::finch::FinchClient;
 use crate::{ingress, ops, shutdown, worker};
 

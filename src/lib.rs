@@ -4,24 +4,25 @@
 //!
 //! The modules follow the path of an event: [`ingress`] verifies and stores
 //! it, [`queue`] carries it, [`worker`] acts on it through the [`finch`]
-//! client and writes to the [`store`]. [`emulator`] stands in for Finch.
+//! client and writes to the [`store`]. The `finch-emulator` crate stands in for Finch.
 //! Both roles answer health checks through [`health`] and count in [`metrics`].
 //! Operators act through [`ops`], from the [`cli`] or the [`admin`] API.
 
 pub mod admin;
+#[cfg(feature = "emulator")]
 pub mod bench;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "emulator")]
 pub mod dev;
-pub mod emulator;
 pub mod finch;
 pub mod health;
 pub mod ingress;
 pub mod metrics;
 pub mod ops;
 pub mod queue;
-pub mod shutdown;
-pub mod signature;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
+
+pub use finch_core::{shutdown, signature};

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use finch_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use crate::finch::{FinchClient, Product};
 use crate::queue::{OutgoingEvent, Publisher};
 use crate::store::budget::RateBudget;

@@ -366,7 +366,7 @@ impl FinchClient {
         self.send(
             Product::Company.as_str(),
             Some(token),
-            self.http.get(self.url("/employer/company")),
+            self.http.get(self.url(Product::Company.path())),
         )
         .await
     }
@@ -381,7 +381,7 @@ impl FinchClient {
             Product::Directory.as_str(),
             Some(token),
             self.http
-                .get(self.url("/employer/directory"))
+                .get(self.url(Product::Directory.path()))
                 .query(&[("limit", u64::from(limit)), ("offset", offset)]),
         )
         .await
@@ -394,10 +394,6 @@ impl FinchClient {
         token: &SecretString,
         ids: &[String],
     ) -> Result<FinchResponse, FinchError> {
-        let path = match product {
-            Product::Employment => "/employer/employment",
-            _ => "/employer/individual",
-        };
         let requests: Vec<Value> = ids
             .iter()
             .map(|id| json!({ "individual_id": id }))
@@ -406,7 +402,7 @@ impl FinchClient {
             product.as_str(),
             Some(token),
             self.http
-                .post(self.url(path))
+                .post(self.url(product.path()))
                 .json(&json!({ "requests": requests })),
         )
         .await
@@ -421,7 +417,7 @@ impl FinchClient {
         self.send(
             Product::Payment.as_str(),
             Some(token),
-            self.http.get(self.url("/employer/payment")).query(&[
+            self.http.get(self.url(Product::Payment.path())).query(&[
                 ("start_date", start.to_string()),
                 ("end_date", end.to_string()),
             ]),
@@ -444,7 +440,7 @@ impl FinchClient {
             Product::PayStatement.as_str(),
             Some(token),
             self.http
-                .post(self.url("/employer/pay-statement"))
+                .post(self.url(Product::PayStatement.path()))
                 .json(&json!({ "requests": requests })),
         )
         .await

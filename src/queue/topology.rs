@@ -35,9 +35,9 @@ pub const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
 /// Name of the retry queue that holds messages for `delay`.
 pub fn retry_queue_name(delay: Duration) -> String {
     let millis = delay.as_millis();
-    let suffix = if millis % 60_000 == 0 {
+    let suffix = if millis.is_multiple_of(60_000) {
         format!("{}m", millis / 60_000)
-    } else if millis % 1000 == 0 {
+    } else if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")

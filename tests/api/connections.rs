@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use finch_webhooks::emulator::{Emulator, EmulatorConfig};
+use finch_emulator::{Emulator, EmulatorConfig};
 use finch_webhooks::queue::WORK_QUEUE;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;

@@ -880,7 +880,7 @@ async fn dlq_admin_api_is_absent_without_a_token() {
 
 #[tokio::test]
 async fn dlq_unknown_connection_is_replayed_after_the_connection_is_added() {
-    use finch_webhooks::emulator::{Emulator, EmulatorConfig};
+    use finch_emulator::{Emulator, EmulatorConfig};
 
     let env = TestEnv::new().await;
     let amqp = env.amqp().await;

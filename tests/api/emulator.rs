@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine as _;
-use finch_webhooks::emulator::{Emulator, EmulatorConfig, RunningEmulator, SendArgs};
+use finch_emulator::{Emulator, EmulatorConfig, RunningEmulator, SendArgs};
 use finch_webhooks::signature::{Verifier, WebhookSecret};
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
@@ -1190,7 +1190,7 @@ async fn send_fires_one_signed_event() {
     let capture = Capture::start(0).await;
     let (_, secret) = WebhookSecret::generate();
     let connection_id = "0057d3d2-fb43-4815-9f71-01ba4862d09f".to_owned();
-    finch_webhooks::emulator::send(SendArgs {
+    finch_emulator::send(SendArgs {
         url: capture.url.clone(),
         secrets: vec![secret.clone()],
         event_type: "directory.created".into(),
@@ -1212,7 +1212,7 @@ async fn send_fires_one_signed_event() {
     assert!(body["data"]["individual_id"].is_string());
 
     let refusing = Capture::start(usize::MAX).await;
-    let result = finch_webhooks::emulator::send(SendArgs {
+    let result = finch_emulator::send(SendArgs {
         url: refusing.url.clone(),
         secrets: vec![secret],
         event_type: "test".into(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use finch_webhooks::emulator::{Emulator, EmulatorConfig};
+use finch_emulator::{Emulator, EmulatorConfig};
 use serde_json::{json, Value};
 
 use crate::emulator::{Capture, Delivery};

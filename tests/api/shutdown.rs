@@ -165,7 +165,7 @@ async fn sigterm_under_load_loses_no_acknowledged_event_and_serves_no_5xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_worker_with_every_message_done_or_back_on_the_queue() {
-    use finch_webhooks::emulator::{Emulator, EmulatorConfig};
+    use finch_emulator::{Emulator, EmulatorConfig};
 
     let env = TestEnv::new().await;
     let amqp = env.amqp().await;

@@ -91,7 +91,7 @@ async fn a_delivery_is_one_trace_from_request_to_confirmed_publish() {
 
 #[tokio::test]
 async fn one_webhook_is_one_trace_from_the_ingress_to_the_workers_finch_call() {
-    use finch_webhooks::emulator::{Emulator, EmulatorConfig};
+    use finch_emulator::{Emulator, EmulatorConfig};
 
     let env = TestEnv::new().await;
     let ingress = TestIngress::start(&env, &[]).await;

@@ -524,7 +524,7 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
 // Against the emulator
 // ---------------------------------------------------------------------------
 
-use finch_webhooks::emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use finch_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use finch_webhooks::queue::{OutgoingEvent, Publisher};
 use finch_webhooks::store::events::NewEvent;
 

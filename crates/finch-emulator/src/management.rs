@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::api::{require_client, token_connection, AppState, FinchJson};
 use super::error::ApiError;
-use super::state::{iso, Job, NewConnection, Shared, SyncRefused, ALL_PRODUCTS};
+use super::state::{default_products, iso, Job, NewConnection, Shared, SyncRefused};
 
 #[derive(Debug, Deserialize)]
 pub struct TokenRequest {
@@ -299,9 +299,7 @@ pub async fn authorize(
                     .authentication_type
                     .unwrap_or_else(|| "credential".to_owned()),
                 employee_size: body.employee_size.unwrap_or(20),
-                products: body
-                    .products
-                    .unwrap_or_else(|| ALL_PRODUCTS.iter().map(|p| (*p).to_owned()).collect()),
+                products: body.products.unwrap_or_else(default_products),
             };
             shared.create_connection(&spec).connection_id
         }

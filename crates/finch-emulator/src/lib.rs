@@ -5,11 +5,12 @@
 //! sync copies one to the other and emits one webhook per changed item, then
 //! `job.data_sync_all.completed`, as Finch does.
 //!
-//! In-process use (tests, a future `dev` command):
+//! Run it with the `finch-emulator` binary, or in-process (tests, `dev`,
+//! benchmarks):
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use finch_webhooks::emulator::{Emulator, EmulatorConfig};
+//! use finch_emulator::{Emulator, EmulatorConfig};
 //! let emulator = Emulator::start(EmulatorConfig::default()).await?;
 //! let token = &emulator.connections()[0].access_token;
 //! println!("{} {token}", emulator.base_url());
@@ -45,12 +46,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use args::EmulatorArgs;
 pub use error::ApiError;
-pub use ratelimit::LIMITS as RATE_LIMITS;
 pub use send::{send, SendArgs};
 pub use stats::{StatsSnapshot, WebhookStats};
 pub use webhooks::RETRY_SCHEDULE;
 
-use crate::signature::WebhookSecret;
+use finch_core::signature::WebhookSecret;
 use ratelimit::RateLimiter;
 use state::{Shared, World};
 use stats::Stats;
@@ -400,7 +400,7 @@ impl Shared {
     }
 }
 
-/// `finch-webhooks emulator`: start, print the banner, serve until signalled.
+/// `finch-emulator` (and `finch-webhooks emulator`): start, print the banner, serve until signalled.
 pub async fn run(args: EmulatorArgs, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let emulator = Emulator::start(config).await?;

@@ -5,6 +5,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::NaiveDate;
+use finch_core::Product;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -40,7 +41,7 @@ pub async fn company(
     State(shared): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, "company").await?;
+    let id = data_access(&shared, &headers, Product::Company).await?;
     let world = shared.world();
     let (connection, data) = synced(&world, &id)?;
     Ok(respond(connection, json!(data.company)))
@@ -64,7 +65,7 @@ pub async fn directory(
     headers: HeaderMap,
     Query(paging): Query<Paging>,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, "directory").await?;
+    let id = data_access(&shared, &headers, Product::Directory).await?;
     let limit = number(paging.limit.as_deref(), "limit", 100)?.min(10_000);
     let offset = number(paging.offset.as_deref(), "offset", 0)?;
     let world = shared.world();
@@ -108,7 +109,7 @@ pub async fn individuals(
     headers: HeaderMap,
     FinchJson(body): FinchJson<IndividualRequests>,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, "individual").await?;
+    let id = data_access(&shared, &headers, Product::Individual).await?;
     let world = shared.world();
     let (connection, data) = synced(&world, &id)?;
     let with_ssn = connection.has_product("ssn")
@@ -140,7 +141,7 @@ pub async fn employments(
     headers: HeaderMap,
     FinchJson(body): FinchJson<EmploymentRequests>,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, "employment").await?;
+    let id = data_access(&shared, &headers, Product::Employment).await?;
     let world = shared.world();
     let (connection, data) = synced(&world, &id)?;
     let responses = per_individual(&body.requests, |individual_id| {
@@ -187,7 +188,7 @@ pub async fn payments(
     headers: HeaderMap,
     Query(range): Query<DateRange>,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, "payment").await?;
+    let id = data_access(&shared, &headers, Product::Payment).await?;
     let start = required_date(range.start_date.as_deref(), "start_date")?;
     let end = required_date(range.end_date.as_deref(), "end_date")?;
     let world = shared.world();
@@ -223,7 +224,7 @@ pub async fn pay_statements(
     headers: HeaderMap,
     FinchJson(body): FinchJson<PayStatementRequests>,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, "pay-statement").await?;
+    let id = data_access(&shared, &headers, Product::PayStatement).await?;
     if body.requests.len() > MAX_PAY_STATEMENT_REQUESTS {
         return Err(ApiError::bad_request(format!(
             "At most {MAX_PAY_STATEMENT_REQUESTS} payment ids per request"

@@ -1,4 +1,5 @@
-//! `finch-webhooks emulator` flags. Durations are written like `30s`, `500ms`, `2h`.
+//! Emulator flags, for `finch-emulator` and `finch-webhooks emulator`.
+//! Durations are written like `30s`, `500ms`, `2h`.
 
 use std::net::SocketAddr;
 use std::time::Duration;

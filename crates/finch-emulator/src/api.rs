@@ -12,6 +12,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use finch_core::Product;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -24,12 +25,12 @@ pub const API_VERSION_HEADER: &str = "finch-api-version";
 
 pub fn router(shared: AppState) -> Router {
     Router::new()
-        .route("/employer/company", get(data::company))
-        .route("/employer/directory", get(data::directory))
-        .route("/employer/individual", post(data::individuals))
-        .route("/employer/employment", post(data::employments))
-        .route("/employer/payment", get(data::payments))
-        .route("/employer/pay-statement", post(data::pay_statements))
+        .route(Product::Company.path(), get(data::company))
+        .route(Product::Directory.path(), get(data::directory))
+        .route(Product::Individual.path(), post(data::individuals))
+        .route(Product::Employment.path(), post(data::employments))
+        .route(Product::Payment.path(), get(data::payments))
+        .route(Product::PayStatement.path(), post(data::pay_statements))
         .route("/auth/token", post(management::token))
         .route("/introspect", get(management::introspect))
         .route("/disconnect", post(management::disconnect))
@@ -164,7 +165,7 @@ pub fn require_client(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiErr
 pub async fn data_access(
     shared: &Shared,
     headers: &HeaderMap,
-    product: &'static str,
+    product: Product,
 ) -> Result<String, ApiError> {
     let connection_id = token_connection(shared, headers)?;
     {
@@ -173,7 +174,7 @@ pub async fn data_access(
             .connections
             .get(&connection_id)
             .ok_or_else(ApiError::invalid_token)?;
-        if !connection.has_product(&product.replace('-', "_")) {
+        if !connection.has_product(product.permission()) {
             return Err(ApiError::insufficient_scope(product));
         }
     }

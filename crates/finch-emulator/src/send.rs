@@ -1,13 +1,14 @@
-//! `finch-webhooks send`: one signed event at any endpoint, like the Test
-//! button in Finch's dashboard.
+//! `finch-emulator send` (and `finch-webhooks send`): one signed event at any
+//! endpoint, like the Test button in Finch's dashboard.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
+use finch_core::Product;
 use serde_json::{json, Value};
 
 use super::webhooks::{send_once, EventSource, Outgoing};
-use crate::signature::WebhookSecret;
+use finch_core::signature::WebhookSecret;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SendArgs {
@@ -39,17 +40,23 @@ fn new_id() -> String {
 /// A plausible `data` object for an event type, shaped as the Webhooks chapter shows.
 pub fn sample_data(event_type: &str) -> Value {
     let resource = event_type.split('.').next().unwrap_or_default();
+    if let Some(product) = Product::from_permission(resource) {
+        return match product {
+            Product::Company => Value::Null,
+            Product::Directory | Product::Individual | Product::Employment => {
+                json!({ "individual_id": new_id() })
+            }
+            Product::Payment => json!({
+                "payment_id": new_id(),
+                "pay_date": chrono::Utc::now().format("%m-%d-%Y").to_string(),
+            }),
+            Product::PayStatement => json!({ "payment_id": new_id(), "individual_id": new_id() }),
+        };
+    }
     match resource {
         "account" => {
             json!({ "status": "connected", "authentication_method": { "type": "credential" } })
         }
-        "company" => Value::Null,
-        "directory" | "individual" | "employment" => json!({ "individual_id": new_id() }),
-        "payment" => json!({
-            "payment_id": new_id(),
-            "pay_date": chrono::Utc::now().format("%m-%d-%Y").to_string(),
-        }),
-        "pay_statement" => json!({ "payment_id": new_id(), "individual_id": new_id() }),
         "job" => {
             let job_id = new_id();
             let kind = if event_type.starts_with("job.benefit_") {

@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use finch_core::Product;
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,12 +114,15 @@ impl ApiError {
         )
     }
 
-    pub fn insufficient_scope(product: &str) -> Self {
+    pub fn insufficient_scope(product: Product) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             "insufficient_scope_error",
             None,
-            format!("The access token does not have the `{product}` product"),
+            format!(
+                "The access token does not have the `{}` product",
+                product.as_str()
+            ),
         )
     }
 

@@ -17,7 +17,7 @@ use super::model::{
     Contribution, Deduction, Earning, Money, PayPeriod, PayStatement, PaymentRecord,
 };
 use super::seed::{self, PayRun};
-use super::state::{Connection, NewConnection, ALL_PRODUCTS};
+use super::state::{default_products, Connection, NewConnection};
 
 const AUTH_TYPES: &[&str] = &["api_token", "assisted", "credential", "oauth"];
 const STATUSES: &[&str] = &[
@@ -62,9 +62,7 @@ pub async fn create_connection(
         provider_id,
         authentication_type: auth_type(body.authentication_type)?,
         employee_size: body.employee_size.unwrap_or(20).min(10_000),
-        products: body
-            .products
-            .unwrap_or_else(|| ALL_PRODUCTS.iter().map(|p| (*p).to_owned()).collect()),
+        products: body.products.unwrap_or_else(default_products),
     };
     let created = shared.create_connection(&spec);
     Ok(Json(json!({

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::stats::Stats;
-use crate::signature::{signature_header, WebhookSecret};
+use finch_core::signature::{signature_header, WebhookSecret};
 
 /// Delays before each retry after a failed first attempt, in Finch time:
 /// immediately, 5 s, 5 min, 30 min, 2 h.

@@ -10,25 +10,16 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use finch_core::Product;
 use tokio::time::Instant;
 
 pub const WINDOW: Duration = Duration::from_secs(60);
 
-/// The products whose limits the docs publish, with requests per minute.
-pub const LIMITS: &[(&str, u32)] = &[
-    ("company", 20),
-    ("directory", 20),
-    ("individual", 20),
-    ("employment", 20),
-    ("payment", 12),
-    ("pay-statement", 12),
-];
-
 #[derive(Debug)]
 pub struct RateLimiter {
-    limits: HashMap<&'static str, usize>,
+    limits: HashMap<Product, usize>,
     window: Duration,
-    hits: Mutex<HashMap<&'static str, VecDeque<Instant>>>,
+    hits: Mutex<HashMap<Product, VecDeque<Instant>>>,
 }
 
 impl RateLimiter {
@@ -39,11 +30,12 @@ impl RateLimiter {
 
     pub fn with_window(scale: f64, window: Duration) -> Self {
         let limits = if scale > 0.0 {
-            LIMITS
-                .iter()
-                .map(|(product, per_minute)| {
-                    let scaled = (f64::from(*per_minute) * scale).round().max(1.0);
-                    (*product, scaled as usize)
+            Product::ALL
+                .into_iter()
+                .map(|product| {
+                    let per_minute = f64::from(product.rate_limit_per_minute());
+                    let scaled = (per_minute * scale).round().max(1.0);
+                    (product, scaled as usize)
                 })
                 .collect()
         } else {
@@ -56,14 +48,14 @@ impl RateLimiter {
         }
     }
 
-    pub fn limit(&self, product: &str) -> Option<usize> {
-        self.limits.get(product).copied()
+    pub fn limit(&self, product: Product) -> Option<usize> {
+        self.limits.get(&product).copied()
     }
 
     /// Counts a request against its product. `false` means it is over the
     /// limit; refused requests are not counted, so a client that backs off
     /// gets through once the window has slid past its earlier requests.
-    pub fn check(&self, product: &'static str) -> bool {
+    pub fn check(&self, product: Product) -> bool {
         let Some(limit) = self.limit(product) else {
             return true;
         };
@@ -91,26 +83,26 @@ mod tests {
     #[test]
     fn limits_scale_and_never_reach_zero() {
         let limiter = RateLimiter::new(0.1);
-        assert_eq!(limiter.limit("company"), Some(2));
-        assert_eq!(limiter.limit("payment"), Some(1));
-        assert_eq!(RateLimiter::new(0.0).limit("company"), None);
+        assert_eq!(limiter.limit(Product::Company), Some(2));
+        assert_eq!(limiter.limit(Product::Payment), Some(1));
+        assert_eq!(RateLimiter::new(0.0).limit(Product::Company), None);
     }
 
     #[test]
     fn products_are_counted_separately() {
         let limiter = RateLimiter::new(0.1);
-        assert!(limiter.check("company"));
-        assert!(limiter.check("company"));
-        assert!(!limiter.check("company"));
-        assert!(limiter.check("directory"));
+        assert!(limiter.check(Product::Company));
+        assert!(limiter.check(Product::Company));
+        assert!(!limiter.check(Product::Company));
+        assert!(limiter.check(Product::Directory));
     }
 
     #[test]
     fn window_slides() {
         let limiter = RateLimiter::with_window(0.05, Duration::from_millis(300));
-        assert!(limiter.check("company"));
-        assert!(!limiter.check("company"));
+        assert!(limiter.check(Product::Company));
+        assert!(!limiter.check(Product::Company));
         std::thread::sleep(Duration::from_millis(350));
-        assert!(limiter.check("company"));
+        assert!(limiter.check(Product::Company));
     }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use finch_core::Product;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default)]
@@ -64,9 +65,9 @@ impl Stats {
             .or_default() += 1;
     }
 
-    pub fn record_rate_limited(&self, product: &str) {
+    pub fn record_rate_limited(&self, product: Product) {
         let mut limited = self.rate_limited.lock().expect("stats lock");
-        *limited.entry(product.to_owned()).or_default() += 1;
+        *limited.entry(product.as_str().to_owned()).or_default() += 1;
     }
 
     pub(crate) fn bump(counter: &AtomicU64) {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use finch_core::Product;
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -21,15 +22,13 @@ use super::stats::Stats;
 use super::webhooks::{Dispatcher, EventSource, Outgoing};
 use super::EmulatorConfig;
 
-/// Products a connection gets unless told otherwise.
-pub const ALL_PRODUCTS: &[&str] = &[
-    "company",
-    "directory",
-    "individual",
-    "employment",
-    "payment",
-    "pay_statement",
-];
+/// Products a connection gets unless told otherwise: every data product.
+pub fn default_products() -> Vec<String> {
+    Product::ALL
+        .iter()
+        .map(|product| product.permission().to_owned())
+        .collect()
+}
 
 /// Providers the seeded connections rotate through, with their auth method.
 const SEEDED_PROVIDERS: &[(&str, &str)] = &[
@@ -280,9 +279,8 @@ impl Shared {
                     provider_id: provider.to_owned(),
                     authentication_type: auth.to_owned(),
                     employee_size: self.config.employees,
-                    products: ALL_PRODUCTS
-                        .iter()
-                        .map(|p| (*p).to_owned())
+                    products: default_products()
+                        .into_iter()
                         .chain(["ssn".to_owned()])
                         .collect(),
                 };
@@ -655,7 +653,7 @@ pub enum Change {
     Person {
         id: String,
         action: &'static str,
-        endpoints: Vec<&'static str>,
+        endpoints: Vec<Product>,
     },
     NewPayment(String),
     PaymentEvent {
@@ -670,7 +668,11 @@ impl Change {
     fn events(self, source: &EventSource) -> Vec<Outgoing> {
         match self {
             // Company events carry no data.
-            Change::Company => vec![Outgoing::new(source, "company.updated", Value::Null)],
+            Change::Company => vec![Outgoing::new(
+                source,
+                &format!("{}.updated", Product::Company.permission()),
+                Value::Null,
+            )],
             Change::Person {
                 id,
                 action,
@@ -680,7 +682,7 @@ impl Change {
                 .map(|endpoint| {
                     Outgoing::new(
                         source,
-                        &format!("{endpoint}.{action}"),
+                        &format!("{}.{action}", endpoint.permission()),
                         json!({ "individual_id": id }),
                     )
                 })
@@ -694,14 +696,14 @@ impl Change {
             } => {
                 let mut events = vec![Outgoing::new(
                     source,
-                    &format!("payment.{action}"),
+                    &format!("{}.{action}", Product::Payment.permission()),
                     json!({ "payment_id": id, "pay_date": webhook_pay_date(&pay_date) }),
                 )];
                 // One event per pay statement: a 20-person payrun gives 20.
                 events.extend(statements.into_iter().map(|individual_id| {
                     Outgoing::new(
                         source,
-                        &format!("pay_statement.{action}"),
+                        &format!("{}.{action}", Product::PayStatement.permission()),
                         json!({ "payment_id": id, "individual_id": individual_id }),
                     )
                 }));
@@ -732,18 +734,18 @@ pub fn diff(old: &Dataset, new: &Dataset) -> Vec<Change> {
             None => changes.push(Change::Person {
                 id: person.id().to_owned(),
                 action: "created",
-                endpoints: vec!["directory", "individual", "employment"],
+                endpoints: vec![Product::Directory, Product::Individual, Product::Employment],
             }),
             Some(before) => {
                 let mut endpoints = Vec::new();
                 if before.directory_entry() != person.directory_entry() {
-                    endpoints.push("directory");
+                    endpoints.push(Product::Directory);
                 }
                 if before.individual != person.individual {
-                    endpoints.push("individual");
+                    endpoints.push(Product::Individual);
                 }
                 if before.employment != person.employment {
-                    endpoints.push("employment");
+                    endpoints.push(Product::Employment);
                 }
                 if !endpoints.is_empty() {
                     changes.push(Change::Person {
@@ -760,7 +762,7 @@ pub fn diff(old: &Dataset, new: &Dataset) -> Vec<Change> {
             changes.push(Change::Person {
                 id: person.id().to_owned(),
                 action: "deleted",
-                endpoints: vec!["directory", "individual", "employment"],
+                endpoints: vec![Product::Directory, Product::Individual, Product::Employment],
             });
         }
     }
@@ -823,7 +825,7 @@ mod tests {
             vec![Change::Person {
                 id,
                 action: "created",
-                endpoints: vec!["directory", "individual", "employment"]
+                endpoints: vec![Product::Directory, Product::Individual, Product::Employment]
             }]
         );
     }
@@ -836,7 +838,7 @@ mod tests {
         let changes = diff(&old, &new);
         assert_eq!(changes.len(), 1);
         assert!(
-            matches!(&changes[0], Change::Person { endpoints, .. } if endpoints == &vec!["employment"])
+            matches!(&changes[0], Change::Person { endpoints, .. } if endpoints == &vec![Product::Employment])
         );
     }
 
