@@ -952,6 +952,53 @@ async fn reauthenticate_user_parks_the_connection_and_dead_letters_without_a_ret
 }
 
 #[tokio::test]
+async fn a_failed_commit_is_dead_lettered_with_the_database_cause_named_once() {
+    let scene = Scene::new(EmulatorConfig {
+        connections: 1,
+        employees: 1,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (connection_id, _) = scene.connection(0);
+    // The table a company commit writes, gone: the commit fails as a query bug would.
+    sqlx::query("ALTER TABLE finch_company RENAME TO finch_company_elsewhere")
+        .execute(&scene.pool)
+        .await
+        .unwrap();
+    let worker = TestWorker::start(scene.settings(&[("worker_max_attempts", "1")])).await;
+    let ids = scene
+        .publish(&[("company.updated", &connection_id, json!(null))])
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the event is dead-lettered",
+        || async { event_state(&scene.pool, &ids[0]).await.1.is_some() },
+    )
+    .await;
+    let messages = take_all(&scene.amqp, DEAD_LETTER_QUEUE).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        header_text(&messages[0], "dead_letter_reason").as_deref(),
+        Some("retries_exhausted")
+    );
+    let cause = "relation \"finch_company\" does not exist";
+    let last_error = header_text(&messages[0], "last_error").unwrap();
+    assert!(
+        last_error.starts_with("could not commit: database query failed: "),
+        "{last_error}"
+    );
+    assert_eq!(last_error.matches(cause).count(), 1, "{last_error}");
+    let recorded: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM webhook_events WHERE event_id = $1")
+            .bind(&ids[0])
+            .fetch_one(&scene.pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded.as_deref(), Some(last_error.as_str()));
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice() {
     let scene = Scene::new(EmulatorConfig {
         connections: 1,

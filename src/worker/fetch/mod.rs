@@ -32,6 +32,7 @@ use crate::queue::reasons;
 use crate::store::connections::Connection;
 use crate::store::finch_data::Freshness;
 use crate::store::StoreError;
+use crate::telemetry::ErrorChain;
 
 /// Reads and commits one batch, holding `_permit` (a slot of the worker's
 /// in-flight limit) until done.
@@ -53,7 +54,7 @@ pub(super) async fn run(
             return;
         }
         Err(error) => {
-            work.settle(&Err(Failure::retry(error.to_string())));
+            work.settle(&Err(Failure::retry(ErrorChain(&error).to_string())));
             return;
         }
     };
@@ -97,7 +98,7 @@ fn freshness(response: &FinchResponse, fetched_at: chrono::DateTime<Utc>) -> Fre
 }
 
 fn store_failure(error: &StoreError) -> Failure {
-    Failure::retry(format!("could not commit: {error}"))
+    Failure::retry(format!("could not commit: {}", ErrorChain(error)))
 }
 
 fn string_field(value: &Value, key: &str) -> Option<String> {
