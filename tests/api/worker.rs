@@ -770,13 +770,22 @@ async fn a_sandbox_change_flows_from_webhook_to_the_copy_and_is_announced() {
         },
     )
     .await;
-    let processed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM webhook_events WHERE event_type = 'company.updated' AND processed_at IS NOT NULL",
+    // The worker records processed_at after the data and the notification.
+    let processed = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM webhook_events WHERE event_type = 'company.updated' AND processed_at IS NOT NULL",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the company.updated event is recorded as processed",
+        || async { processed().await >= 1 },
     )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert!(processed >= 1);
+    .await;
+    assert!(processed().await >= 1);
     worker.stop().await;
     ingress.stop().await;
     emulator.shutdown().await;
