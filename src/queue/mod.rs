@@ -30,7 +30,6 @@ pub mod topology;
 use lapin::{Connection, ConnectionProperties};
 
 pub use backoff::Backoff;
-pub use contract::{headers, reasons, Headers};
 pub use depth::ready_messages;
 pub use link::BrokerLink;
 pub use publisher::{Envelope, OutgoingEvent, PublishError, Publisher};

@@ -14,7 +14,7 @@ use super::message::{Failure, Message};
 use super::scheduler::Target;
 use super::{account, job, Context};
 use crate::finch::Product;
-use crate::queue::reasons;
+use crate::queue::contract::reasons;
 use crate::store::connections::ConnectionRow;
 use crate::telemetry::ErrorChain;
 

@@ -642,6 +642,20 @@ impl Scene {
         }
     }
 
+    /// Waits until `event_id` is recorded as dead-lettered, then takes the
+    /// DLQ, which holds that one message.
+    async fn only_dead_letter(&self, event_id: &str) -> lapin::message::BasicGetMessage {
+        eventually(
+            Duration::from_secs(20),
+            "the event is dead-lettered",
+            || async { event_state(&self.pool, event_id).await.1.is_some() },
+        )
+        .await;
+        let mut messages = take_all(&self.amqp, DEAD_LETTER_QUEUE).await;
+        assert_eq!(messages.len(), 1);
+        messages.remove(0)
+    }
+
     fn employer_requests(&self, route: &str) -> u64 {
         self.emulator
             .stats()
@@ -922,27 +936,20 @@ async fn reauthenticate_user_parks_the_connection_and_dead_letters_without_a_ret
     let first = scene
         .publish(&[("company.updated", &connection_id, json!(null))])
         .await;
-    eventually(
-        Duration::from_secs(20),
-        "the event is dead-lettered",
-        || async { event_state(&scene.pool, &first[0]).await.1.is_some() },
-    )
-    .await;
-    let messages = take_all(&scene.amqp, DEAD_LETTER_QUEUE).await;
-    assert_eq!(messages.len(), 1);
+    let message = scene.only_dead_letter(&first[0]).await;
     assert_eq!(
-        header_text(&messages[0], "dead_letter_reason").as_deref(),
+        header_text(&message, "dead_letter_reason").as_deref(),
         Some("reauthenticate_user")
     );
     assert_eq!(
-        header_text(&messages[0], "finch_code").as_deref(),
+        header_text(&message, "finch_code").as_deref(),
         Some("reauthenticate_user")
     );
     assert!(matches!(
-        header(&messages[0], "http_status"),
+        header(&message, "http_status"),
         Some(AMQPValue::LongLongInt(401))
     ));
-    assert!(header_text(&messages[0], "finch_request_id").is_some());
+    assert!(header_text(&message, "finch_request_id").is_some());
     let status: String =
         sqlx::query_scalar("SELECT status FROM connections WHERE connection_id = $1")
             .bind(&connection_id)
@@ -978,20 +985,13 @@ async fn a_failed_commit_is_dead_lettered_with_the_database_cause_named_once() {
     let ids = scene
         .publish(&[("company.updated", &connection_id, json!(null))])
         .await;
-    eventually(
-        Duration::from_secs(20),
-        "the event is dead-lettered",
-        || async { event_state(&scene.pool, &ids[0]).await.1.is_some() },
-    )
-    .await;
-    let messages = take_all(&scene.amqp, DEAD_LETTER_QUEUE).await;
-    assert_eq!(messages.len(), 1);
+    let message = scene.only_dead_letter(&ids[0]).await;
     assert_eq!(
-        header_text(&messages[0], "dead_letter_reason").as_deref(),
+        header_text(&message, "dead_letter_reason").as_deref(),
         Some("retries_exhausted")
     );
     let cause = "relation \"finch_company\" does not exist";
-    let last_error = header_text(&messages[0], "last_error").unwrap();
+    let last_error = header_text(&message, "last_error").unwrap();
     assert!(
         last_error.starts_with("could not commit: database query failed: "),
         "{last_error}"

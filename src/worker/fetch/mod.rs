@@ -28,9 +28,9 @@ use super::message::Failure;
 use super::scheduler::Work;
 use super::Context;
 use crate::finch::{FinchError, FinchResponse, Product};
-use crate::queue::reasons;
+use crate::queue::contract::reasons;
 use crate::store::connections::Connection;
-use crate::store::finch_data::Freshness;
+use crate::store::finch_data::{Freshness, Item};
 use crate::store::StoreError;
 use crate::telemetry::ErrorChain;
 
@@ -103,6 +103,22 @@ fn store_failure(error: &StoreError) -> Failure {
 
 fn string_field(value: &Value, key: &str) -> Option<String> {
     value.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Entries that carry their own `id`, as items keyed by it, and those ids in
+/// the same order; an entry without one is passed over.
+fn items_by_id(entries: Vec<Value>) -> (Vec<Item>, Vec<String>) {
+    let items: Vec<Item> = entries
+        .into_iter()
+        .filter_map(|entry| {
+            string_field(&entry, "id").map(|id| Item {
+                ids: vec![id],
+                data: entry,
+            })
+        })
+        .collect();
+    let ids = items.iter().map(|item| item.ids[0].clone()).collect();
+    (items, ids)
 }
 
 /// The per-item answers of a batch response (none when it has no list).
