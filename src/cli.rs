@@ -181,13 +181,13 @@ async fn database(settings: &Settings) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
-/// A broker connection with the topology declared, so that a fresh broker
-/// (or one where only this tool ran) has the queues to read.
+/// A broker connection with the topology of the settings declared, so that
+/// a fresh broker (or one where only this tool ran) has the queues to read.
 async fn broker(settings: &Settings) -> anyhow::Result<lapin::Connection> {
     let connection = queue::connect(&settings.amqp_url()?)
         .await
         .context("connecting to RabbitMQ")?;
-    queue::declare_topology(&connection, &queue::DEFAULT_RETRY_DELAYS)
+    queue::declare_topology(&connection, &settings.retry_delays()?)
         .await
         .context("declaring the RabbitMQ topology")?;
     Ok(connection)

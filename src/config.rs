@@ -565,15 +565,6 @@ mod tests {
     }
 
     #[test]
-    fn the_default_retry_ladder_is_the_one_tools_without_settings_declare() {
-        let settings = Settings::with_overrides(&[]).unwrap();
-        assert_eq!(
-            settings.retry_delays().unwrap(),
-            crate::queue::DEFAULT_RETRY_DELAYS
-        );
-    }
-
-    #[test]
     fn unparseable_numbers_name_the_setting() {
         let error = Settings::with_overrides(&[("max_body_bytes", "lots")]).unwrap_err();
         assert_eq!(error.setting, "MAX_BODY_BYTES");

@@ -84,7 +84,8 @@ pub struct ReplayRequest {
     pub filter: Filter,
     #[serde(flatten)]
     pub options: ReplayOptions,
-    /// Whatever no field above took; see [`refuse_unknown`].
+    /// Whatever no field above took, which the handler refuses: a misspelt
+    /// filter must not silently widen the operation.
     #[serde(flatten)]
     #[schema(ignore)]
     pub unknown: BTreeMap<String, serde_json::Value>,
@@ -136,7 +137,8 @@ pub struct PurgeRequest {
     /// Must be `true`: the API's `--yes`.
     #[serde(default)]
     pub confirm: bool,
-    /// Whatever no field above took; see [`refuse_unknown`].
+    /// Whatever no field above took, which the handler refuses: a misspelt
+    /// filter must not silently widen the operation.
     #[serde(flatten)]
     #[schema(ignore)]
     pub unknown: BTreeMap<String, serde_json::Value>,

@@ -12,6 +12,7 @@ mod error;
 mod events;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::middleware;
 use axum::routing::{get, post};
@@ -34,16 +35,24 @@ pub struct AdminState {
     /// the length of the guess, so not even the length leaks.
     token_digest: [u8; 32],
     amqp_url: String,
+    /// The retry ladder of the settings, declared with the topology.
+    retry_delays: Arc<[Duration]>,
     pool: PgPool,
     /// One DLQ operation at a time in this process: a scan holds every message
     /// it has not finished with, so a concurrent one would see only the rest.
     exclusive: Arc<Mutex<()>>,
 }
 
-pub fn router(token: &SecretString, amqp_url: String, pool: PgPool) -> Router {
+pub fn router(
+    token: &SecretString,
+    amqp_url: String,
+    retry_delays: Vec<Duration>,
+    pool: PgPool,
+) -> Router {
     let state = AdminState {
         token_digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
         amqp_url,
+        retry_delays: retry_delays.into(),
         pool,
         exclusive: Arc::new(Mutex::new(())),
     };
@@ -79,7 +88,7 @@ impl AdminState {
                     .await
                     .map_err(|_| AdminError::Unavailable("broker"))?,
             );
-            queue::declare_topology(&connection, &queue::DEFAULT_RETRY_DELAYS)
+            queue::declare_topology(&connection, &state.retry_delays)
                 .await
                 .map_err(|_| AdminError::Unavailable("broker"))?;
             let outcome = operation(connection.clone(), state.pool.clone()).await;

@@ -98,10 +98,14 @@ impl Application {
                 outbox_grace: config.outbox_grace,
             },
         );
-        let admin = config
-            .admin_token
-            .as_ref()
-            .map(|token| crate::admin::router(token, config.amqp_url.clone(), pool.clone()));
+        let admin = config.admin_token.as_ref().map(|token| {
+            crate::admin::router(
+                token,
+                config.amqp_url.clone(),
+                config.retry_delays.clone(),
+                pool.clone(),
+            )
+        });
         let state = AppState {
             verifier: Arc::new(config.verifier),
             intake,

@@ -14,7 +14,7 @@ use super::error::{IngressError, Result};
 use super::pipeline::Stored;
 use super::AppState;
 use crate::metrics::ReasonLabel;
-use crate::queue::reasons::UNPARSEABLE;
+use crate::queue::contract::reasons::UNPARSEABLE;
 use crate::store::events::NewEvent;
 use crate::store::StoreError;
 use crate::telemetry;

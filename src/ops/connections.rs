@@ -10,10 +10,10 @@ use sqlx::PgPool;
 use super::OpsError;
 use crate::finch::token::TokenKey;
 use crate::finch::FinchClient;
+use crate::queue::contract::RESYNC_EVENT_TYPE;
 use crate::queue::{OutgoingEvent, Publisher};
 pub use crate::store::connections::ConnectionRow;
 use crate::store::connections::{self, NewConnection};
-use crate::worker::message::RESYNC_EVENT_TYPE;
 
 /// Asks Finch who a token belongs to and stores it, encrypted.
 pub async fn add(
@@ -79,7 +79,11 @@ pub async fn remove(pool: &PgPool, connection_id: &str) -> Result<(), OpsError> 
 pub async fn resync(pool: &PgPool, amqp_url: &str, connection_id: &str) -> Result<(), OpsError> {
     show(pool, connection_id).await?;
     let connection = crate::queue::connect(amqp_url).await?;
-    crate::queue::declare_topology(&connection, &crate::queue::DEFAULT_RETRY_DELAYS).await?;
+    // What this message needs: the exchanges, the work queue and its binding.
+    // The retry queues follow the `worker_retry_delays` setting, which every
+    // role declares itself; declaring another ladder here would add queues
+    // that nothing uses.
+    crate::queue::declare_topology(&connection, &[]).await?;
     let publisher = Publisher::open(&connection).await?;
     let body = json!({
         "connection_id": connection_id,

@@ -20,6 +20,11 @@ use crate::queue::PublishError;
 use crate::store::connections::ConnectionError;
 use crate::store::StoreError;
 
+/// What stopped a DLQ operation part-way: a [`lapin::Error`] while reading
+/// the queue, or a [`PublishError`] that is the broker's fault rather than
+/// the message's.
+pub type BrokerFailure = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why an operation failed. Each message names only its own part; the
 /// cause is the error's source.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +40,7 @@ pub enum OpsError {
     Interrupted {
         done: u64,
         #[source]
-        source: lapin::Error,
+        source: BrokerFailure,
     },
     #[error("RabbitMQ did not take the message")]
     Publish(#[from] PublishError),

@@ -30,14 +30,12 @@ pub mod topology;
 use lapin::{Connection, ConnectionProperties};
 
 pub use backoff::Backoff;
-pub(crate) use contract::string;
-pub use contract::{headers, reasons, Headers};
 pub use depth::ready_messages;
 pub use link::BrokerLink;
 pub use publisher::{Envelope, OutgoingEvent, PublishError, Publisher};
 pub use topology::{
-    declare_topology, retry_queue_name, DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE,
-    DEFAULT_RETRY_DELAYS, EVENTS_EXCHANGE, RETRY_QUEUE_PREFIX, SYNCED_EXCHANGE, WORK_QUEUE,
+    declare_topology, retry_queue_name, DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, EVENTS_EXCHANGE,
+    RETRY_QUEUE_PREFIX, SYNCED_EXCHANGE, WORK_QUEUE,
 };
 
 pub async fn connect(amqp_url: &str) -> lapin::Result<Connection> {

@@ -101,6 +101,13 @@ impl Publisher {
         self.channel.status().connected()
     }
 
+    /// Closes the channel once a short-lived publisher is done. Dropping the
+    /// last clone closes it too, but from the background, possibly after its
+    /// owner already moved on to the connection.
+    pub async fn close(self) {
+        self.channel.close(200, "done".into()).await.ok();
+    }
+
     /// Sends one message without waiting for the broker; await the returned
     /// [`Confirm`] for its verdict. Sending many before awaiting any is what
     /// makes a batch cheap.

@@ -21,17 +21,6 @@ pub const RETRY_QUEUE_PREFIX: &str = "finch.events.retry.";
 /// Topic exchange on which workers announce committed data changes.
 pub const SYNCED_EXCHANGE: &str = "finch.synced";
 
-/// The default of the `worker_retry_delays` setting (attempt n waits the
-/// n-th delay, the last one repeats), for tools that declare the topology
-/// without reading settings. Every role declares the ladder its settings give.
-pub const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
-    Duration::from_secs(5),
-    Duration::from_secs(30),
-    Duration::from_secs(120),
-    Duration::from_secs(600),
-    Duration::from_secs(1800),
-];
-
 /// Name of the retry queue that holds messages for `delay`.
 pub fn retry_queue_name(delay: Duration) -> String {
     let millis = delay.as_millis();

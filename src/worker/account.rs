@@ -7,6 +7,7 @@ use super::message::{Failure, Message};
 use super::{route, Context};
 use crate::finch::ErrorClass;
 use crate::store::connections;
+use crate::telemetry::ErrorChain;
 
 /// `account.updated`: events arrive out of order, so the status comes from
 /// `/introspect`, not from the event; `connected` starts a full sync.
@@ -37,14 +38,14 @@ pub(super) async fn updated(
                             Ok(Some(row)) => route::full_sync(&ctx, &row, &message),
                             Ok(None) => message.note("connection removed meanwhile"),
                             Err(error) => {
-                                message.settle(Err(Failure::retry(error.to_string())));
+                                message.settle(Err(Failure::retry(ErrorChain(&error).to_string())));
                                 return;
                             }
                         }
                     }
                     Ok(())
                 }
-                Err(error) => Err(Failure::retry(error.to_string())),
+                Err(error) => Err(Failure::retry(ErrorChain(&error).to_string())),
             }
         }
         Err(error) if error.class() == ErrorClass::Retry => Err(Failure::from_finch(&error)),
@@ -55,7 +56,7 @@ pub(super) async fn updated(
             ctx.connections.invalidate(&id);
             connections::set_status(&ctx.pool, &id, &status, Some(&error.to_string()))
                 .await
-                .map_err(|error| Failure::retry(error.to_string()))
+                .map_err(|error| Failure::retry(ErrorChain(&error).to_string()))
         }
     };
     message.settle(outcome);

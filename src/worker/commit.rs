@@ -6,6 +6,7 @@ use crate::finch::Product;
 use crate::store::connections;
 use crate::store::finch_data::{self, Changes, Freshness, Item, Scope};
 use crate::store::StoreError;
+use crate::telemetry::ErrorChain;
 
 /// One change to the copy.
 pub(super) enum Write {
@@ -50,7 +51,7 @@ pub(super) async fn commit(
     let notifications = finch_data::queue_notifications(&mut tx, connection_id, &changes).await?;
     tx.commit().await?;
     if let Err(error) = connections::mark_synced(&ctx.pool, connection_id).await {
-        tracing::warn!(%error, "could not record the sync time");
+        tracing::warn!(error = %ErrorChain(&error), "could not record the sync time");
     }
     notify::publish(ctx, notifications).await;
     Ok(changes)

@@ -19,6 +19,7 @@ use crate::queue::contract::{headers, reasons, Headers as _, ERROR_HISTORY_CAP, 
 use crate::queue::publisher::short;
 use crate::queue::{retry_queue_name, Envelope, PublishError, DEAD_LETTER_EXCHANGE};
 use crate::store::events::{self, Processed};
+use crate::telemetry::ErrorChain;
 
 const BATCH: usize = 512;
 
@@ -79,7 +80,7 @@ async fn acknowledge(ctx: &Context, messages: Vec<(Arc<Message>, Option<String>)
     let recorded = events::mark_processed(&ctx.pool, &processed).await;
     if let Err(error) = recorded {
         // The data is committed; a redelivery redoes it harmlessly.
-        tracing::warn!(%error, "could not record processed events; returning them to the queue");
+        tracing::warn!(error = %ErrorChain(&error), "could not record processed events; returning them to the queue");
         tokio::time::sleep(Duration::from_secs(1)).await;
         for (message, _) in messages {
             requeue(&message).await;
@@ -93,7 +94,7 @@ async fn acknowledge(ctx: &Context, messages: Vec<(Arc<Message>, Option<String>)
     connection_ids.sort();
     connection_ids.dedup();
     if let Err(error) = crate::store::connections::touch_event(&ctx.pool, &connection_ids).await {
-        tracing::warn!(%error, "could not record last event times");
+        tracing::warn!(error = %ErrorChain(&error), "could not record last event times");
     }
     for (message, note) in messages {
         let outcome = if note.is_some() {
@@ -268,7 +269,7 @@ async fn record(
     };
     if let Err(error) = result {
         // The broker already holds the retry or dead letter, which is what counts.
-        tracing::warn!(%error, event_id = %message.event_id, "could not record the failure on webhook_events");
+        tracing::warn!(error = %ErrorChain(&error), event_id = %message.event_id, "could not record the failure on webhook_events");
     }
 }
 

@@ -5,6 +5,7 @@
 use super::Context;
 use crate::finch::{ErrorClass, FinchError, Product};
 use crate::store::connections::{self, ConnectionRow};
+use crate::telemetry::ErrorChain;
 
 /// Pauses the product after a 429 (when the request was for one) and parks
 /// the connection after `reauthenticate_user`.
@@ -23,7 +24,7 @@ pub(super) async fn apply(
             "Finch rate-limited us; pausing the product for every worker"
         );
         if let Err(store) = ctx.budget.pause(product, error.retry_after()).await {
-            tracing::warn!(error = %store, "could not record the rate-limit pause");
+            tracing::warn!(error = %ErrorChain(&store), "could not record the rate-limit pause");
         }
     }
     if error.class() == ErrorClass::Reauthenticate {
@@ -41,7 +42,7 @@ pub(super) async fn apply(
         )
         .await
         {
-            tracing::warn!(error = %store, "could not park the connection");
+            tracing::warn!(error = %ErrorChain(&store), "could not park the connection");
         }
         ctx.connections.invalidate(&connection.connection_id);
     }

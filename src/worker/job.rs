@@ -8,6 +8,7 @@ use super::message::{Failure, Message};
 use super::{finch_failure, route, Context};
 use crate::store::connections;
 use crate::store::finch_data;
+use crate::telemetry::ErrorChain;
 
 /// `job.*`: reads the job; a completed data sync means a full refetch.
 pub(super) async fn check(
@@ -35,7 +36,7 @@ pub(super) async fn check(
     )
     .await
     {
-        return message.settle(Err(Failure::retry(error.to_string())));
+        return message.settle(Err(Failure::retry(ErrorChain(&error).to_string())));
     }
     let status = response
         .body
@@ -70,7 +71,7 @@ pub(super) async fn check(
                     connections::set_status(&ctx.pool, &row.connection_id, new_status, Some(&note))
                         .await
                 {
-                    tracing::warn!(%error, "could not record the job result");
+                    tracing::warn!(error = %ErrorChain(&error), "could not record the job result");
                 }
                 ctx.connections.invalidate(&row.connection_id);
                 message.note(note);

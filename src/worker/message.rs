@@ -18,9 +18,6 @@ use tokio::sync::mpsc;
 use crate::finch::{ErrorClass, FinchError};
 use crate::queue::contract::{headers, reasons, Headers as _};
 
-/// Kept here too for `connections resync`, which names it through the worker.
-pub use crate::queue::contract::RESYNC_EVENT_TYPE;
-
 /// Why a piece of work did not succeed.
 #[derive(Debug, Clone)]
 pub struct Failure {

@@ -9,6 +9,7 @@ use crate::queue::contract::JSON;
 use crate::queue::publisher::short;
 use crate::queue::{Envelope, SYNCED_EXCHANGE};
 use crate::store::finch_data::{self, Notification};
+use crate::telemetry::ErrorChain;
 
 /// Notifications older than this are republished by the sweep.
 const OUTBOX_STALE_SECS: f64 = 10.0;
@@ -48,7 +49,7 @@ pub(super) async fn publish(ctx: &Context, notifications: Vec<Notification>) {
     }
     ctx.metrics.notifications.inc_by(published.len() as u64);
     if let Err(error) = finch_data::delete_notifications(&ctx.pool, &published).await {
-        tracing::warn!(%error, "could not clear published notifications; they may be sent twice");
+        tracing::warn!(error = %ErrorChain(&error), "could not clear published notifications; they may be sent twice");
     }
 }
 
@@ -56,6 +57,8 @@ pub(super) async fn publish(ctx: &Context, notifications: Vec<Notification>) {
 pub(super) async fn sweep_outbox(ctx: &Context) {
     match finch_data::stale_notifications(&ctx.pool, OUTBOX_STALE_SECS, SWEEP_BATCH).await {
         Ok(stale) => publish(ctx, stale).await,
-        Err(error) => tracing::warn!(%error, "could not read the notification outbox"),
+        Err(error) => {
+            tracing::warn!(error = %ErrorChain(&error), "could not read the notification outbox");
+        }
     }
 }

@@ -14,8 +14,9 @@ use super::message::{Failure, Message};
 use super::scheduler::Target;
 use super::{account, job, Context};
 use crate::finch::Product;
-use crate::queue::reasons;
+use crate::queue::contract::reasons;
 use crate::store::connections::ConnectionRow;
+use crate::telemetry::ErrorChain;
 
 /// Routes one delivery to the work it needs.
 pub(super) async fn intake(
@@ -57,7 +58,7 @@ pub(super) async fn intake(
                 "no access token is stored for this connection",
             )));
         }
-        Err(error) => return message.settle(Err(Failure::retry(error.to_string()))),
+        Err(error) => return message.settle(Err(Failure::retry(ErrorChain(&error).to_string()))),
     };
     let row = &connection.row;
     match action {

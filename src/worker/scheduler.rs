@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use super::message::{Failure, Message};
 use crate::finch::Product;
 use crate::store::budget::Grant;
+use crate::telemetry::ErrorChain;
 
 /// Work waiting for one (product, connection).
 #[derive(Default)]
@@ -293,7 +294,7 @@ pub async fn acquire_budget(
             Ok(Grant::Granted) => return Some(started.elapsed()),
             Ok(Grant::Wait(wait)) => wait,
             Err(error) => {
-                tracing::warn!(%error, product = product.as_str(), "rate budget unavailable");
+                tracing::warn!(error = %ErrorChain(&error), product = product.as_str(), "rate budget unavailable");
                 Duration::from_secs(1)
             }
         };

@@ -384,6 +384,55 @@ async fn dlq_replay_keeps_identity_and_headers_and_counts_the_replay() {
 }
 
 #[tokio::test]
+async fn dlq_replay_leaves_a_message_no_queue_takes_in_the_dlq_and_says_why() {
+    let env = TestEnv::new().await;
+    let amqp = env.amqp().await;
+    let letter = Letter::new(
+        "evt_unroutable",
+        "employment.updated",
+        "conn-1",
+        "retries_exhausted",
+    );
+    dead_letter(&amqp, std::slice::from_ref(&letter)).await;
+    // With the work queue unbound, no queue takes any event type.
+    let channel = amqp.create_channel().await.unwrap();
+    channel
+        .queue_unbind(
+            WORK_QUEUE.into(),
+            EVENTS_EXCHANGE.into(),
+            "#".into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let report = dlq::replay(&amqp, None, &Selection::default(), ReplayOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((report.matched, report.replayed, report.skipped), (1, 0, 1));
+    assert_eq!(
+        report.skipped_messages[0].event_id.as_deref(),
+        Some("evt_unroutable")
+    );
+    assert!(
+        report.skipped_messages[0].why.starts_with("unroutable"),
+        "{}",
+        report.skipped_messages[0].why
+    );
+    assert_eq!(queue_len(&amqp, DEAD_LETTER_QUEUE).await, 1);
+
+    // Declaring the topology again, as every role does on connect, restores the binding.
+    let redeclared = env.amqp().await;
+    redeclared.close(200, "declared".into()).await.ok();
+    let report = dlq::replay(&amqp, None, &Selection::default(), ReplayOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((report.replayed, report.skipped), (1, 0));
+    assert_eq!(queue_len(&amqp, DEAD_LETTER_QUEUE).await, 0);
+    assert_eq!(ids(&take_all(&amqp, WORK_QUEUE).await), ["evt_unroutable"]);
+}
+
+#[tokio::test]
 async fn dlq_broker_dead_letters_take_their_reason_from_x_death_and_replay_cleanly() {
     let env = TestEnv::new().await;
     let amqp = env.amqp().await;

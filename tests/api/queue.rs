@@ -1,5 +1,5 @@
-//! The AMQP layer against a real broker: the topology follows the settings,
-//! and the publisher's verdicts.
+//! The AMQP layer against a real broker: the topology follows the settings
+//! wherever it is declared, and the publisher's verdicts.
 
 use std::process::Command;
 
@@ -10,7 +10,7 @@ use finch_webhooks::queue::{
 };
 use lapin::BasicProperties;
 
-use crate::helpers::{queue_len, rabbitmq_management_url, unique, TestEnv};
+use crate::helpers::{binary, queue_len, rabbitmq_management_url, unique, TestEnv, TestIngress};
 
 /// The retry queues of the test vhost, with their TTLs in milliseconds.
 async fn retry_queues(env: &TestEnv) -> Vec<(String, i64)> {
@@ -59,13 +59,59 @@ async fn migrate_declares_exactly_the_retry_queues_of_the_configured_delays() {
         "migrate failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(
-        retry_queues(&env).await,
-        [
-            ("finch.events.retry.3m".to_owned(), 180_000),
-            ("finch.events.retry.7s".to_owned(), 7_000),
-        ]
+    assert_eq!(retry_queues(&env).await, seven_seconds_and_three_minutes());
+}
+
+/// The queues of `WORKER_RETRY_DELAYS=7s,3m`.
+fn seven_seconds_and_three_minutes() -> [(String, i64); 2] {
+    [
+        ("finch.events.retry.3m".to_owned(), 180_000),
+        ("finch.events.retry.7s".to_owned(), 7_000),
+    ]
+}
+
+#[tokio::test]
+async fn the_dlq_commands_declare_exactly_the_retry_queues_of_the_configured_delays() {
+    let env = TestEnv::new().await;
+    let output = binary(&env)
+        .args(["dlq", "list", "--json"])
+        .env("WORKER_RETRY_DELAYS", "7s,3m")
+        .output()
+        .await
+        .expect("binary runs");
+    assert!(
+        output.status.success(),
+        "dlq list failed: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
+    assert_eq!(retry_queues(&env).await, seven_seconds_and_three_minutes());
+}
+
+#[tokio::test]
+async fn the_admin_api_declares_exactly_the_retry_queues_of_the_configured_delays() {
+    const ADMIN_TOKEN: &str = "an-admin-token-long-enough";
+    let env = TestEnv::new().await;
+    let ingress = TestIngress::start(
+        &env,
+        &[
+            ("admin_token", ADMIN_TOKEN),
+            ("worker_retry_delays", "7s,3m"),
+        ],
+    )
+    .await;
+    ingress.wait_for_broker().await;
+    // The ingress declared the ladder on connecting; anything else is the admin API's.
+    assert_eq!(retry_queues(&env).await, seven_seconds_and_three_minutes());
+    let response = ingress
+        .client
+        .get(ingress.url("/admin/dlq"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(retry_queues(&env).await, seven_seconds_and_three_minutes());
+    ingress.stop().await;
 }
 
 #[tokio::test]

@@ -642,6 +642,20 @@ impl Scene {
         }
     }
 
+    /// Waits until `event_id` is recorded as dead-lettered, then takes the
+    /// DLQ, which holds that one message.
+    async fn only_dead_letter(&self, event_id: &str) -> lapin::message::BasicGetMessage {
+        eventually(
+            Duration::from_secs(20),
+            "the event is dead-lettered",
+            || async { event_state(&self.pool, event_id).await.1.is_some() },
+        )
+        .await;
+        let mut messages = take_all(&self.amqp, DEAD_LETTER_QUEUE).await;
+        assert_eq!(messages.len(), 1);
+        messages.remove(0)
+    }
+
     fn employer_requests(&self, route: &str) -> u64 {
         self.emulator
             .stats()
@@ -770,13 +784,22 @@ async fn a_sandbox_change_flows_from_webhook_to_the_copy_and_is_announced() {
         },
     )
     .await;
-    let processed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM webhook_events WHERE event_type = 'company.updated' AND processed_at IS NOT NULL",
+    // The worker records processed_at after the data and the notification.
+    let processed = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM webhook_events WHERE event_type = 'company.updated' AND processed_at IS NOT NULL",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the company.updated event is recorded as processed",
+        || async { processed().await >= 1 },
     )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert!(processed >= 1);
+    .await;
+    assert!(processed().await >= 1);
     worker.stop().await;
     ingress.stop().await;
     emulator.shutdown().await;
@@ -913,27 +936,20 @@ async fn reauthenticate_user_parks_the_connection_and_dead_letters_without_a_ret
     let first = scene
         .publish(&[("company.updated", &connection_id, json!(null))])
         .await;
-    eventually(
-        Duration::from_secs(20),
-        "the event is dead-lettered",
-        || async { event_state(&scene.pool, &first[0]).await.1.is_some() },
-    )
-    .await;
-    let messages = take_all(&scene.amqp, DEAD_LETTER_QUEUE).await;
-    assert_eq!(messages.len(), 1);
+    let message = scene.only_dead_letter(&first[0]).await;
     assert_eq!(
-        header_text(&messages[0], "dead_letter_reason").as_deref(),
+        header_text(&message, "dead_letter_reason").as_deref(),
         Some("reauthenticate_user")
     );
     assert_eq!(
-        header_text(&messages[0], "finch_code").as_deref(),
+        header_text(&message, "finch_code").as_deref(),
         Some("reauthenticate_user")
     );
     assert!(matches!(
-        header(&messages[0], "http_status"),
+        header(&message, "http_status"),
         Some(AMQPValue::LongLongInt(401))
     ));
-    assert!(header_text(&messages[0], "finch_request_id").is_some());
+    assert!(header_text(&message, "finch_request_id").is_some());
     let status: String =
         sqlx::query_scalar("SELECT status FROM connections WHERE connection_id = $1")
             .bind(&connection_id)
@@ -948,6 +964,46 @@ async fn reauthenticate_user_parks_the_connection_and_dead_letters_without_a_ret
         .await;
     scene.all_processed(&later).await;
     assert_eq!(scene.employer_requests("GET /employer/company"), before);
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_dead_lettered_with_the_database_cause_named_once() {
+    let scene = Scene::new(EmulatorConfig {
+        connections: 1,
+        employees: 1,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (connection_id, _) = scene.connection(0);
+    // The table a company commit writes, gone: the commit fails as a query bug would.
+    sqlx::query("ALTER TABLE finch_company RENAME TO finch_company_elsewhere")
+        .execute(&scene.pool)
+        .await
+        .unwrap();
+    let worker = TestWorker::start(scene.settings(&[("worker_max_attempts", "1")])).await;
+    let ids = scene
+        .publish(&[("company.updated", &connection_id, json!(null))])
+        .await;
+    let message = scene.only_dead_letter(&ids[0]).await;
+    assert_eq!(
+        header_text(&message, "dead_letter_reason").as_deref(),
+        Some("retries_exhausted")
+    );
+    let cause = "relation \"finch_company\" does not exist";
+    let last_error = header_text(&message, "last_error").unwrap();
+    assert!(
+        last_error.starts_with("could not commit: database query failed: "),
+        "{last_error}"
+    );
+    assert_eq!(last_error.matches(cause).count(), 1, "{last_error}");
+    let recorded: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM webhook_events WHERE event_id = $1")
+            .bind(&ids[0])
+            .fetch_one(&scene.pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded.as_deref(), Some(last_error.as_str()));
     worker.stop().await;
 }
 

@@ -14,8 +14,7 @@ use lapin::BasicProperties;
 use serde::Serialize;
 use serde_json::Value;
 
-/// Header names of the dead-letter contract.
-pub use crate::queue::headers;
+use crate::queue::contract::{headers, int, text, Headers as _};
 
 /// Reason shown when a message carries no reason at all.
 pub const UNKNOWN_REASON: &str = "unknown";
@@ -67,12 +66,9 @@ impl DeadLetter {
     pub fn decode(routing_key: &str, properties: &BasicProperties) -> Self {
         let empty = FieldTable::default();
         let table = properties.headers().as_ref().unwrap_or(&empty);
-        let header = |name: &str| table.inner().get(name);
-        let text = |name: &str| header(name).and_then(as_text);
-        let int = |name: &str| header(name).and_then(as_int);
 
-        let death = header(headers::X_DEATH).and_then(latest_death);
-        let (reason, reason_source) = match (text(headers::DEAD_LETTER_REASON), &death) {
+        let death = table.inner().get(headers::X_DEATH).and_then(latest_death);
+        let (reason, reason_source) = match (table.text(headers::DEAD_LETTER_REASON), &death) {
             (Some(reason), _) => (reason, ReasonSource::Application),
             (None, Some(death)) if death.reason.is_some() => (
                 death.reason.clone().unwrap_or_default(),
@@ -80,33 +76,30 @@ impl DeadLetter {
             ),
             _ => (UNKNOWN_REASON.to_owned(), ReasonSource::Unknown),
         };
-        let dead_lettered_at = text(headers::DEAD_LETTERED_AT)
+        let dead_lettered_at = table
+            .text(headers::DEAD_LETTERED_AT)
             .and_then(|value| parse_time(&value))
             .or_else(|| death.as_ref().and_then(|death| death.time));
 
         Self {
             event_id: properties.message_id().as_ref().map(|id| id.to_string()),
             event_type: properties.kind().as_ref().map(|kind| kind.to_string()),
-            connection_id: text(headers::CONNECTION_ID),
+            connection_id: table.text(headers::CONNECTION_ID),
             reason,
             reason_source,
             dead_lettered_at,
             published_at: properties.timestamp().and_then(unix_time),
-            attempts: int(headers::ATTEMPTS),
-            http_status: int(headers::HTTP_STATUS),
-            finch_code: text(headers::FINCH_CODE),
-            finch_request_id: text(headers::FINCH_REQUEST_ID),
-            last_error: text(headers::LAST_ERROR),
-            error_history: match header(headers::ERROR_HISTORY) {
-                Some(AMQPValue::FieldArray(items)) => {
-                    items.as_slice().iter().filter_map(as_text).collect()
-                }
-                Some(value) => as_text(value).into_iter().collect(),
-                None => Vec::new(),
-            },
-            replay_count: int(headers::REPLAY_COUNT).unwrap_or(0),
-            replayed_at: text(headers::REPLAYED_AT).and_then(|value| parse_time(&value)),
-            traceparent: text(headers::TRACEPARENT),
+            attempts: table.int(headers::ATTEMPTS),
+            http_status: table.int(headers::HTTP_STATUS),
+            finch_code: table.text(headers::FINCH_CODE),
+            finch_request_id: table.text(headers::FINCH_REQUEST_ID),
+            last_error: table.text(headers::LAST_ERROR),
+            error_history: table.texts(headers::ERROR_HISTORY),
+            replay_count: table.int(headers::REPLAY_COUNT).unwrap_or(0),
+            replayed_at: table
+                .text(headers::REPLAYED_AT)
+                .and_then(|value| parse_time(&value)),
+            traceparent: table.text(headers::TRACEPARENT),
             content_type: properties
                 .content_type()
                 .as_ref()
@@ -143,7 +136,7 @@ fn latest_death(value: &AMQPValue) -> Option<Death> {
         return None;
     };
     Some(Death {
-        reason: entry.inner().get("reason").and_then(as_text),
+        reason: entry.text("reason"),
         time: match entry.inner().get("time") {
             Some(AMQPValue::Timestamp(seconds)) => unix_time(*seconds),
             _ => None,
@@ -161,30 +154,6 @@ fn parse_time(value: &str) -> Option<DateTime<Utc>> {
         .map(|time| time.with_timezone(&Utc))
 }
 
-fn as_text(value: &AMQPValue) -> Option<String> {
-    match value {
-        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
-        AMQPValue::ShortString(text) => Some(text.to_string()),
-        AMQPValue::ByteArray(bytes) => Some(String::from_utf8_lossy(bytes.as_slice()).into_owned()),
-        _ => None,
-    }
-}
-
-/// Producers may pick any integer width (or send digits as text).
-fn as_int(value: &AMQPValue) -> Option<i64> {
-    match value {
-        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongLongInt(n) => Some(*n),
-        AMQPValue::LongString(_) | AMQPValue::ShortString(_) => as_text(value)?.trim().parse().ok(),
-        _ => None,
-    }
-}
-
 /// A header value as JSON, for display; timestamps become RFC 3339 strings.
 pub fn to_json(value: &AMQPValue) -> Value {
     match value {
@@ -198,7 +167,7 @@ pub fn to_json(value: &AMQPValue) -> Value {
             Value::from(f64::from(decimal.value) / 10f64.powi(scale))
         }
         AMQPValue::LongString(_) | AMQPValue::ShortString(_) | AMQPValue::ByteArray(_) => {
-            as_text(value).map_or(Value::Null, Value::String)
+            text(value).map_or(Value::Null, Value::String)
         }
         AMQPValue::FieldArray(items) => {
             Value::Array(items.as_slice().iter().map(to_json).collect())
@@ -215,23 +184,20 @@ pub fn to_json(value: &AMQPValue) -> Value {
                 Value::String(time.to_rfc3339())
             }),
         AMQPValue::Void => Value::Null,
-        _ => as_int(value).map_or(Value::Null, Value::from),
+        _ => int(value).map_or(Value::Null, Value::from),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lapin::types::{FieldArray, LongString, ShortString};
-
-    fn long(value: &str) -> AMQPValue {
-        AMQPValue::LongString(LongString::from(value))
-    }
+    use crate::queue::contract::string;
+    use lapin::types::FieldArray;
 
     fn properties(table: FieldTable) -> BasicProperties {
         BasicProperties::default()
-            .with_message_id(ShortString::from("evt_1"))
-            .with_type(ShortString::from("employment.updated"))
+            .with_message_id("evt_1".into())
+            .with_type("employment.updated".into())
             .with_timestamp(1_700_000_000)
             .with_headers(table)
     }
@@ -239,15 +205,15 @@ mod tests {
     #[test]
     fn worker_headers_are_read_whatever_integer_width_was_used() {
         let mut table = FieldTable::default();
-        table.insert("connection_id".into(), long("conn-1"));
-        table.insert("dead_letter_reason".into(), long("reauthenticate_user"));
-        table.insert("dead_lettered_at".into(), long("2026-01-02T03:04:05Z"));
+        table.insert("connection_id".into(), string("conn-1"));
+        table.insert("dead_letter_reason".into(), string("reauthenticate_user"));
+        table.insert("dead_lettered_at".into(), string("2026-01-02T03:04:05Z"));
         table.insert("attempts".into(), AMQPValue::LongLongInt(3));
         table.insert("http_status".into(), AMQPValue::ShortInt(401));
         table.insert("replay_count".into(), AMQPValue::LongInt(2));
         table.insert(
             "error_history".into(),
-            AMQPValue::FieldArray(FieldArray::from(vec![long("first"), long("second")])),
+            AMQPValue::FieldArray(FieldArray::from(vec![string("first"), string("second")])),
         );
         let letter = DeadLetter::decode("reauthenticate_user", &properties(table));
         assert_eq!(letter.event_id.as_deref(), Some("evt_1"));
@@ -269,8 +235,8 @@ mod tests {
     #[test]
     fn broker_dead_letters_take_their_reason_and_time_from_x_death() {
         let mut death = FieldTable::default();
-        death.insert("reason".into(), long("delivery_limit"));
-        death.insert("queue".into(), long("finch.events.work"));
+        death.insert("reason".into(), string("delivery_limit"));
+        death.insert("queue".into(), string("finch.events.work"));
         death.insert("time".into(), AMQPValue::Timestamp(1_700_000_100));
         death.insert("count".into(), AMQPValue::LongLongInt(1));
         let mut table = FieldTable::default();

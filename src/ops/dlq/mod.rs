@@ -18,14 +18,14 @@ use chrono::Utc;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use lapin::message::Delivery;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Confirmation, Connection};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Connection};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::{OpsError, Selection};
-use crate::queue::EVENTS_EXCHANGE;
+use super::{BrokerFailure, OpsError, Selection};
+use crate::queue::contract::{headers, Headers as _};
+use crate::queue::{Envelope, PublishError, Publisher, EVENTS_EXCHANGE};
 use crate::store::events::{self, EventRecord};
 use crate::telemetry::ErrorChain;
 pub use message::{DeadLetter, ReasonSource};
@@ -37,8 +37,6 @@ const CONFIRM_WINDOW: usize = 1_000;
 const RECORD_BATCH: usize = 500;
 /// A report lists at most this many skipped messages individually.
 const SKIPPED_SHOWN: usize = 100;
-/// AMQP delivery mode 2: the broker writes the message to disk.
-const PERSISTENT: u8 = 2;
 
 /// The next message of `scan` that `selection` matches, decoded; the others
 /// are passed over and stay where they are.
@@ -205,10 +203,7 @@ pub async fn replay(
     options: ReplayOptions,
 ) -> Result<ReplayReport, OpsError> {
     let mut scan = Scan::open(connection).await?;
-    let publisher = connection.create_channel().await?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let publisher = Publisher::open(connection).await?;
     let mut pacer = options.rate.map(pace::Pacer::new);
     let mut report = ReplayReport {
         dry_run: options.dry_run,
@@ -224,7 +219,7 @@ pub async fn replay(
     let mut in_flight = FuturesUnordered::new();
     let mut first_publish: Option<Instant> = None;
 
-    let outcome: Result<(), lapin::Error> = async {
+    let outcome: Result<(), BrokerFailure> = async {
         while let Some((delivery, letter)) = next_match(&mut scan, selection).await? {
             if selection.limit_reached(report.matched) {
                 continue;
@@ -245,19 +240,24 @@ pub async fn replay(
                 pacer.wait().await;
             }
             first_publish.get_or_insert_with(Instant::now);
-            let confirm = publisher
-                .basic_publish(
-                    EVENTS_EXCHANGE.into(),
-                    routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &delivery.data,
-                    republished_properties(&delivery.properties, &letter),
-                )
-                .await?;
-            in_flight.push(confirm.map(move |confirmation| (delivery, letter, confirmation)));
+            let sent = publisher
+                .send(Envelope {
+                    exchange: EVENTS_EXCHANGE,
+                    routing_key: &routing_key,
+                    mandatory: true,
+                    body: &delivery.data,
+                    properties: republished_properties(&delivery.properties, &letter),
+                })
+                .await;
+            // A message refused on sending is settled like one refused by
+            // the broker: both verdicts go through `settle`.
+            in_flight.push(async move {
+                let verdict = match sent {
+                    Ok(confirm) => confirm.wait().await,
+                    Err(error) => Err(error),
+                };
+                (delivery, letter, verdict)
+            });
             // Acknowledge promptly whatever is confirmed, so that an
             // interruption leaves as few duplicates as possible.
             while in_flight.len() >= CONFIRM_WINDOW {
@@ -282,7 +282,7 @@ pub async fn replay(
         report.publish_seconds = first.elapsed().as_secs_f64();
     }
     record_replays(pool, &mut confirmed_ids).await;
-    publisher.close(200, "replay finished".into()).await.ok();
+    publisher.close().await;
     if let Err(source) = outcome {
         return Err(OpsError::Interrupted {
             done: report.replayed,
@@ -305,26 +305,30 @@ impl ReplayReport {
     }
 }
 
-/// Removes a message from the DLQ once its republish is confirmed; anything
-/// else leaves it there.
+/// Removes a message from the DLQ once its republish is confirmed; a
+/// message the broker refused stays there; a broker failure stops the replay.
 async fn settle(
     scan: &mut Scan,
     report: &mut ReplayReport,
     confirmed_ids: &mut Vec<String>,
-    (delivery, letter, confirmation): (Delivery, DeadLetter, lapin::Result<Confirmation>),
-) -> lapin::Result<()> {
-    match confirmation? {
-        Confirmation::Ack(None) => {
+    (delivery, letter, verdict): (Delivery, DeadLetter, Result<(), PublishError>),
+) -> Result<(), BrokerFailure> {
+    match verdict {
+        Ok(()) => {
             scan.remove(&delivery).await?;
             report.replayed += 1;
             confirmed_ids.extend(letter.event_id);
         }
-        Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => report.skip(
+        Err(PublishError::Unroutable) => report.skip(
             &letter,
             "unroutable: no queue is bound to finch.events for its type",
         ),
-        Confirmation::Nack(None) => report.skip(&letter, "the broker refused the republish (nack)"),
-        Confirmation::NotRequested => unreachable!("the replay channel is in confirm mode"),
+        Err(PublishError::Nacked) => {
+            report.skip(&letter, "the broker refused the republish (nack)");
+        }
+        Err(refused @ PublishError::TooLong { .. }) => report.skip(&letter, &refused.to_string()),
+        Err(PublishError::Broker(error)) => return Err(error.into()),
+        Err(failure @ PublishError::Disconnected) => return Err(failure.into()),
     }
     Ok(())
 }
@@ -346,29 +350,21 @@ async fn record_replays(pool: Option<&PgPool>, event_ids: &mut Vec<String>) {
     event_ids.clear();
 }
 
-/// The original properties and headers, persistent, with the replay counted.
-/// Broker-owned `x-` headers (`x-death`, `x-delivery-count`, ...) describe
-/// the previous trip and are dropped, so the work queue's delivery limit
-/// starts afresh.
+/// The original properties and headers with the replay counted (the
+/// publisher makes the copy persistent). Broker-owned `x-` headers
+/// (`x-death`, `x-delivery-count`, ...) describe the previous trip and are
+/// dropped, so the work queue's delivery limit starts afresh.
 fn republished_properties(original: &BasicProperties, letter: &DeadLetter) -> BasicProperties {
-    let mut headers = original
+    let mut kept = original
         .headers()
         .as_ref()
         .map(|table| table.inner().clone())
         .unwrap_or_default();
-    headers.retain(|name, _| !name.as_str().starts_with("x-"));
-    headers.insert(
-        message::headers::REPLAY_COUNT.into(),
-        AMQPValue::LongLongInt(letter.replay_count + 1),
-    );
-    headers.insert(
-        message::headers::REPLAYED_AT.into(),
-        crate::queue::string(&Utc::now().to_rfc3339()),
-    );
-    original
-        .clone()
-        .with_delivery_mode(PERSISTENT)
-        .with_headers(FieldTable::from(headers))
+    kept.retain(|name, _| !name.as_str().starts_with("x-"));
+    let mut table = FieldTable::from(kept);
+    table.set_int(headers::REPLAY_COUNT, letter.replay_count + 1);
+    table.set_text(headers::REPLAYED_AT, &Utc::now().to_rfc3339());
+    original.clone().with_headers(table)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -393,7 +389,7 @@ pub async fn purge(
         by_reason: BTreeMap::new(),
     };
     let mut purged_ids = Vec::new();
-    let outcome: Result<(), lapin::Error> = async {
+    let outcome: Result<(), BrokerFailure> = async {
         while let Some((delivery, letter)) = next_match(&mut scan, selection).await? {
             if selection.limit_reached(report.purged) {
                 continue;

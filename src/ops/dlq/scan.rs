@@ -18,13 +18,11 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 
-use crate::queue::DEAD_LETTER_QUEUE;
+use crate::queue::{ready_messages, DEAD_LETTER_QUEUE};
 
 /// How long a scan waits for the next delivery before concluding that the
 /// messages it was told about were taken by someone else.
@@ -150,18 +148,4 @@ impl Scan {
         control.close(200, "scan finished".into()).await.ok();
         Ok(())
     }
-}
-
-pub async fn ready_messages(channel: &Channel, queue: &str) -> lapin::Result<u32> {
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(declared.message_count())
 }

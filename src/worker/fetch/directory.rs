@@ -4,10 +4,10 @@
 use chrono::Utc;
 use serde_json::Value;
 
-use super::{fail_all, freshness, store_failure, string_field};
+use super::{fail_all, freshness, items_by_id, store_failure};
 use crate::finch::Product;
 use crate::store::connections::Connection;
-use crate::store::finch_data::{Item, Scope};
+use crate::store::finch_data::Scope;
 use crate::worker::commit::{commit, Write};
 use crate::worker::dispatch::Spend;
 use crate::worker::scheduler::{Target, Work};
@@ -56,16 +56,7 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work, sp
             break;
         }
     }
-    let items: Vec<Item> = entries
-        .into_iter()
-        .filter_map(|entry| {
-            string_field(&entry, "id").map(|id| Item {
-                ids: vec![id],
-                data: entry,
-            })
-        })
-        .collect();
-    let ids: Vec<String> = items.iter().map(|item| item.ids[0].clone()).collect();
+    let (items, ids) = items_by_id(entries);
     let fresh = fresh.expect("at least one page was read");
     let writes = vec![
         Write::Upsert(Product::Directory, items),

@@ -28,10 +28,11 @@ use super::message::Failure;
 use super::scheduler::Work;
 use super::Context;
 use crate::finch::{FinchError, FinchResponse, Product};
-use crate::queue::reasons;
+use crate::queue::contract::reasons;
 use crate::store::connections::Connection;
-use crate::store::finch_data::Freshness;
+use crate::store::finch_data::{Freshness, Item};
 use crate::store::StoreError;
+use crate::telemetry::ErrorChain;
 
 /// Reads and commits one batch, holding `_permit` (a slot of the worker's
 /// in-flight limit) until done.
@@ -53,7 +54,7 @@ pub(super) async fn run(
             return;
         }
         Err(error) => {
-            work.settle(&Err(Failure::retry(error.to_string())));
+            work.settle(&Err(Failure::retry(ErrorChain(&error).to_string())));
             return;
         }
     };
@@ -97,11 +98,27 @@ fn freshness(response: &FinchResponse, fetched_at: chrono::DateTime<Utc>) -> Fre
 }
 
 fn store_failure(error: &StoreError) -> Failure {
-    Failure::retry(format!("could not commit: {error}"))
+    Failure::retry(format!("could not commit: {}", ErrorChain(error)))
 }
 
 fn string_field(value: &Value, key: &str) -> Option<String> {
     value.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Entries that carry their own `id`, as items keyed by it, and those ids in
+/// the same order; an entry without one is passed over.
+fn items_by_id(entries: Vec<Value>) -> (Vec<Item>, Vec<String>) {
+    let items: Vec<Item> = entries
+        .into_iter()
+        .filter_map(|entry| {
+            string_field(&entry, "id").map(|id| Item {
+                ids: vec![id],
+                data: entry,
+            })
+        })
+        .collect();
+    let ids = items.iter().map(|item| item.ids[0].clone()).collect();
+    (items, ids)
 }
 
 /// The per-item answers of a batch response (none when it has no list).

@@ -4,10 +4,10 @@
 
 use chrono::{Days, Utc};
 
-use super::{fail_all, freshness, store_failure, string_field};
+use super::{fail_all, freshness, items_by_id, store_failure};
 use crate::finch::Product;
 use crate::store::connections::Connection;
-use crate::store::finch_data::{Item, Scope};
+use crate::store::finch_data::Scope;
 use crate::worker::commit::{commit, Write};
 use crate::worker::scheduler::{Target, Work};
 use crate::worker::Context;
@@ -24,17 +24,7 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work) {
         Err(error) => return fail_all(ctx, Product::Payment, connection, &work, &error).await,
     };
     let fresh = freshness(&response, fetched_at);
-    let list = response.body.as_array().cloned().unwrap_or_default();
-    let items: Vec<Item> = list
-        .into_iter()
-        .filter_map(|payment| {
-            string_field(&payment, "id").map(|id| Item {
-                ids: vec![id],
-                data: payment,
-            })
-        })
-        .collect();
-    let ids: Vec<String> = items.iter().map(|item| item.ids[0].clone()).collect();
+    let (items, ids) = items_by_id(response.body.as_array().cloned().unwrap_or_default());
     let writes = vec![
         Write::Upsert(Product::Payment, items),
         Write::Delete(
