@@ -75,7 +75,13 @@ pub async fn run(args: DevArgs, settings: Settings) -> anyhow::Result<()> {
     for seeded in emulator.connections() {
         let token = SecretString::from(seeded.access_token.clone());
         let row = ops::connections::add(&pool, &key, &finch, &token).await?;
-        ops::connections::resync(&pool, &settings.amqp_url()?, &row.connection_id).await?;
+        ops::connections::resync(
+            &pool,
+            &settings.amqp_url()?,
+            &settings.retry_delays()?,
+            &row.connection_id,
+        )
+        .await?;
     }
     pool.close().await;
 

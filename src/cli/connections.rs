@@ -102,8 +102,13 @@ pub async fn run(command: ConnectionsCommand, settings: &Settings) -> anyhow::Re
                 added.products.join(",")
             );
             if !args.no_sync && added.status == "connected" {
-                connections::resync(&finch.pool, &settings.amqp_url()?, &added.connection_id)
-                    .await?;
+                connections::resync(
+                    &finch.pool,
+                    &settings.amqp_url()?,
+                    &settings.retry_delays()?,
+                    &added.connection_id,
+                )
+                .await?;
                 println!("full sync queued");
             }
             Ok(())
@@ -141,7 +146,13 @@ pub async fn run(command: ConnectionsCommand, settings: &Settings) -> anyhow::Re
         }
         ConnectionsCommand::Resync { connection_id } => {
             let pool = database(settings).await?;
-            connections::resync(&pool, &settings.amqp_url()?, &connection_id).await?;
+            connections::resync(
+                &pool,
+                &settings.amqp_url()?,
+                &settings.retry_delays()?,
+                &connection_id,
+            )
+            .await?;
             println!("full sync of {connection_id} queued");
             Ok(())
         }

@@ -76,14 +76,15 @@ pub async fn remove(pool: &PgPool, connection_id: &str) -> Result<(), OpsError> 
 }
 
 /// Queues a full refetch of a stored connection's data.
-pub async fn resync(pool: &PgPool, amqp_url: &str, connection_id: &str) -> Result<(), OpsError> {
+pub async fn resync(
+    pool: &PgPool,
+    amqp_url: &str,
+    retry_delays: &[std::time::Duration],
+    connection_id: &str,
+) -> Result<(), OpsError> {
     show(pool, connection_id).await?;
     let connection = crate::queue::connect(amqp_url).await?;
-    // What this message needs: the exchanges, the work queue and its binding.
-    // The retry queues follow the `worker_retry_delays` setting, which every
-    // role declares itself; declaring another ladder here would add queues
-    // that nothing uses.
-    crate::queue::declare_topology(&connection, &[]).await?;
+    crate::queue::declare_topology(&connection, retry_delays).await?;
     let publisher = Publisher::open(&connection).await?;
     let body = json!({
         "connection_id": connection_id,

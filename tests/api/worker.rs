@@ -724,9 +724,14 @@ async fn a_sandbox_change_flows_from_webhook_to_the_copy_and_is_announced() {
     finch_webhooks::ops::connections::add(&ingress.pool, &config.token_key, &finch, &token)
         .await
         .unwrap();
-    finch_webhooks::ops::connections::resync(&ingress.pool, &env.amqp_url, &seeded.connection_id)
-        .await
-        .unwrap();
+    finch_webhooks::ops::connections::resync(
+        &ingress.pool,
+        &env.amqp_url,
+        &config.retry_delays,
+        &seeded.connection_id,
+    )
+    .await
+    .unwrap();
     let worker = TestWorker::start(settings).await;
     let pool = ingress.pool.clone();
     eventually(
