@@ -144,7 +144,7 @@ fn dead_lettering(exchange: &str, routing_key: Option<&str>) -> FieldTable {
 /// The DLQ is classic: a quorum queue hands one consumer at most 65,535
 /// unacknowledged messages (2,000 with an unlimited prefetch) and requeues
 /// explicitly nacked ones out of order, so a large DLQ could not be read
-/// whole without disturbing it (see README.dlq.md).
+/// whole without disturbing it (see docs/operations.md, "Why the DLQ is a classic queue").
 fn classic() -> FieldTable {
     let mut arguments = FieldTable::default();
     arguments.insert("x-queue-type".into(), string("classic"));

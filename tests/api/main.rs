@@ -4,6 +4,7 @@
 mod cli;
 mod connections;
 mod dlq;
+mod docs;
 mod emulator;
 mod helpers;
 mod ingress;

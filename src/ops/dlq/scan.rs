@@ -11,7 +11,7 @@
 //! quorum queue hands a consumer at most 65,535 unacknowledged messages
 //! (2,000 with an unlimited prefetch on RabbitMQ 3.10), and puts explicitly
 //! nacked messages back in an order of its own; a classic queue returns them
-//! to their original positions (measured; see the README). Redelivered
+//! to their original positions (measured; see docs/operations.md). Redelivered
 //! flags do not matter: the DLQ has no delivery limit.
 
 use std::time::Duration;
