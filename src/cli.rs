@@ -28,6 +28,10 @@ use crate::{ingress, queue, shutdown, store, telemetry, worker};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Text logs: show each line's span context (the request, the event, the
+    /// batch) with all its fields; JSON logs always carry it.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,7 +90,7 @@ pub fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(error) => return config_failure(&error),
     };
-    telemetry::init(settings.log_format);
+    telemetry::init(settings.log_format, cli.verbose);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

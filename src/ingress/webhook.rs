@@ -132,6 +132,12 @@ async fn receive_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Res
         db.collection.name = "webhook_events",
     );
 
+    // The step's line names the event itself: text logs leave span fields out.
+    let (event_id, event_type, connection_id) = (
+        event.event_id.clone(),
+        event.event_type.clone().unwrap_or_default(),
+        event.connection_id.clone().unwrap_or_default(),
+    );
     match state.intake.submit(event).instrument(commit).await {
         Ok(Stored::New) => {
             if dead_letter_reason.is_some() {
@@ -139,7 +145,7 @@ async fn receive_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Res
                     "signed webhook body is not a Finch event; stored and dead-lettered"
                 );
             } else {
-                tracing::debug!("webhook accepted");
+                tracing::info!(%event_id, %event_type, %connection_id, "received");
             }
             Ok(Receipt {
                 status: ReceiptStatus::Accepted,

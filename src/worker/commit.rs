@@ -15,7 +15,8 @@ pub(super) enum Write {
 }
 
 /// Applies the writes and queues their notifications in one transaction,
-/// then publishes the notifications.
+/// then publishes the notifications. `requests` (Finch requests the batch
+/// took) and `events` (events it serves) only go into its `refetched` line.
 #[tracing::instrument(
     name = "commit finch data",
     skip_all,
@@ -26,6 +27,8 @@ pub(super) async fn commit(
     connection_id: &str,
     fresh: Freshness,
     writes: Vec<Write>,
+    requests: u32,
+    events: usize,
 ) -> Result<Changes, StoreError> {
     let mut tx = ctx.pool.begin().await?;
     let mut changes = Changes::default();
@@ -50,6 +53,17 @@ pub(super) async fn commit(
     }
     let notifications = finch_data::queue_notifications(&mut tx, connection_id, &changes).await?;
     tx.commit().await?;
+    let items: usize = writes
+        .iter()
+        .map(|write| match write {
+            Write::Upsert(_, items) => items.len(),
+            Write::Delete(..) => 0,
+        })
+        .sum();
+    let product = writes.first().map_or("", |write| match write {
+        Write::Upsert(product, _) | Write::Delete(product, _) => product.as_str(),
+    });
+    tracing::info!(product, connection_id, items, requests, events, "refetched");
     if let Err(error) = connections::mark_synced(&ctx.pool, connection_id).await {
         tracing::warn!(error = %ErrorChain(&error), "could not record the sync time");
     }

@@ -83,19 +83,32 @@ fn batch_span(product: Product, connection_id: &str, work: &Work) -> tracing::Sp
 /// The first request of a batch was paid for by the dispatcher; later pages
 /// take their own.
 pub(super) struct Spend {
+    /// Whether the dispatcher's request is still unused.
     prepaid: bool,
+    /// Requests granted so far, for the batch's `refetched` line.
+    granted: u32,
 }
 
 impl Spend {
     /// For a batch the dispatcher took a request for.
     pub(super) fn prepaid() -> Self {
-        Self { prepaid: true }
+        Self {
+            prepaid: true,
+            granted: 0,
+        }
+    }
+
+    /// Requests this batch has been granted.
+    pub(super) fn requests(&self) -> u32 {
+        self.granted
     }
 
     /// One request's budget: the prepaid one first, then from the shared
     /// budget; false once the worker stops.
     pub(super) async fn take(&mut self, ctx: &Context, product: Product) -> bool {
-        std::mem::take(&mut self.prepaid) || take_budget(ctx, product).await
+        let granted = std::mem::take(&mut self.prepaid) || take_budget(ctx, product).await;
+        self.granted += u32::from(granted);
+        granted
     }
 }
 

@@ -106,13 +106,23 @@ async fn acknowledge(ctx: &Context, messages: Vec<(Arc<Message>, Option<String>)
         ctx.metrics
             .latency
             .observe(message.received_at.elapsed().as_secs_f64());
-        tracing::debug!(
-            event_id = %message.event_id,
-            event_type = %message.event_type,
-            connection_id = message.connection_id.as_deref().unwrap_or(""),
-            outcome,
-            "event processed"
-        );
+        let connection_id = message.connection_id.as_deref().unwrap_or("");
+        // In the event's span, so that JSON logs and `-v` show its context.
+        message.span.in_scope(|| match &note {
+            None => tracing::info!(
+                event_id = %message.event_id,
+                event_type = %message.event_type,
+                connection_id,
+                "committed"
+            ),
+            Some(note) => tracing::info!(
+                event_id = %message.event_id,
+                event_type = %message.event_type,
+                connection_id,
+                note = note.as_str(),
+                "skipped"
+            ),
+        });
         if let Err(error) = message.acker.ack(BasicAckOptions::default()).await {
             tracing::warn!(%error, event_id = %message.event_id, "ack failed; the event will be redelivered");
         }
@@ -190,18 +200,20 @@ async fn fail(ctx: &Context, message: Arc<Message>, mut failure: Failure) {
             record(ctx, &message, attempt, &failure, None).await;
             ctx.metrics.retries.inc();
             ctx.metrics.count_event(message.label(), "retried");
-            tracing::warn!(
-                event_id = span_fields.0,
-                event_type = span_fields.1,
-                connection_id = span_fields.2,
-                attempt,
-                retry_in_ms = expiration,
-                http_status = failure.http_status,
-                finch_code = failure.finch_code.as_deref().unwrap_or(""),
-                finch_request_id = failure.request_id.as_deref().unwrap_or(""),
-                error = %failure.error,
-                "event will be retried"
-            );
+            message.span.in_scope(|| {
+                tracing::warn!(
+                    event_id = span_fields.0,
+                    event_type = span_fields.1,
+                    connection_id = span_fields.2,
+                    attempt,
+                    retry_in_ms = expiration,
+                    http_status = failure.http_status,
+                    finch_code = failure.finch_code.as_deref().unwrap_or(""),
+                    finch_request_id = failure.request_id.as_deref().unwrap_or(""),
+                    error = %failure.error,
+                    "retried"
+                )
+            });
         }
         Disposition::DeadLetter(reason) => {
             let published = ctx
@@ -224,18 +236,20 @@ async fn fail(ctx: &Context, message: Arc<Message>, mut failure: Failure) {
                 .get_or_create(&crate::metrics::ReasonLabel { reason })
                 .inc();
             ctx.metrics.count_event(message.label(), "dead_lettered");
-            tracing::error!(
-                event_id = span_fields.0,
-                event_type = span_fields.1,
-                connection_id = span_fields.2,
-                reason,
-                attempt,
-                http_status = failure.http_status,
-                finch_code = failure.finch_code.as_deref().unwrap_or(""),
-                finch_request_id = failure.request_id.as_deref().unwrap_or(""),
-                error = %failure.error,
-                "event dead-lettered"
-            );
+            message.span.in_scope(|| {
+                tracing::error!(
+                    event_id = span_fields.0,
+                    event_type = span_fields.1,
+                    connection_id = span_fields.2,
+                    reason,
+                    attempt,
+                    http_status = failure.http_status,
+                    finch_code = failure.finch_code.as_deref().unwrap_or(""),
+                    finch_request_id = failure.request_id.as_deref().unwrap_or(""),
+                    error = %failure.error,
+                    "dead-lettered"
+                )
+            });
         }
     }
     if let Err(error) = message.acker.ack(BasicAckOptions::default()).await {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod connections;
+mod dev_output;
 mod dlq;
 mod docs;
 mod emulator;

@@ -26,6 +26,8 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work) {
         &connection.row.connection_id,
         fresh,
         vec![Write::Upsert(Product::Company, vec![item])],
+        1,
+        work.requests(),
     )
     .await
     .map(drop)

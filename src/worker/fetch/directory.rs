@@ -67,7 +67,16 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work, sp
             },
         ),
     ];
-    match commit(ctx, &connection.row.connection_id, fresh, writes).await {
+    match commit(
+        ctx,
+        &connection.row.connection_id,
+        fresh,
+        writes,
+        spend.requests(),
+        work.requests(),
+    )
+    .await
+    {
         Ok(_) => {
             // A full sync reads everyone the directory lists.
             for (waiter, follow) in &work.whole {

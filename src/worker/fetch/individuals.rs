@@ -61,7 +61,16 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, product: Produ
         Write::Upsert(product, items),
         Write::Delete(product, Scope::Exactly(gone)),
     ];
-    match commit(ctx, &connection.row.connection_id, fresh, writes).await {
+    match commit(
+        ctx,
+        &connection.row.connection_id,
+        fresh,
+        writes,
+        1,
+        work.requests(),
+    )
+    .await
+    {
         Ok(_) => work.settle_items(&failures),
         Err(error) => work.settle(&Err(store_failure(&error))),
     }

@@ -124,7 +124,16 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work, sp
             },
         ));
     }
-    match commit(ctx, &connection.row.connection_id, fresh, writes).await {
+    match commit(
+        ctx,
+        &connection.row.connection_id,
+        fresh,
+        writes,
+        spend.requests(),
+        work.requests(),
+    )
+    .await
+    {
         Ok(_) => work.settle_items(&failures),
         Err(error) => work.settle(&Err(store_failure(&error))),
     }

@@ -36,7 +36,16 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work) {
             },
         ),
     ];
-    match commit(ctx, &connection.row.connection_id, fresh, writes).await {
+    match commit(
+        ctx,
+        &connection.row.connection_id,
+        fresh,
+        writes,
+        1,
+        work.requests(),
+    )
+    .await
+    {
         Ok(_) => {
             if connection.row.has_product("pay_statement") && !ids.is_empty() {
                 for (waiter, follow) in &work.whole {
