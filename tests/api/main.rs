@@ -6,6 +6,7 @@ mod connections;
 mod dlq;
 mod emulator;
 mod helpers;
+mod hostile_ingress;
 mod ingress;
 mod queue;
 mod sdk_conformance;
