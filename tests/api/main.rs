@@ -12,5 +12,6 @@ mod queue;
 mod sdk_conformance;
 mod sdk_verify;
 mod shutdown;
+mod survival;
 mod traces;
 mod worker;
