@@ -1,13 +1,15 @@
 //! No single event or panic stops the pipeline: the outbox relay is
 //! restarted and gives up its lock, a panic while handling one message
-//! dead-letters that message and the worker reads on. The panics are
-//! injected into the real binaries through FAILPOINTS (development builds
-//! only).
+//! dead-letters that message and the worker reads on, and a replayed dead
+//! letter gets a fresh retry schedule. The panics are injected into the
+//! real binaries through FAILPOINTS (development builds only).
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use finch_webhooks::config::Settings;
+use finch_webhooks::ops::dlq::{self, ReplayOptions};
+use finch_webhooks::ops::Selection;
 use finch_webhooks::queue::contract::Headers as _;
 use finch_webhooks::queue::{OutgoingEvent, Publisher, DEAD_LETTER_QUEUE};
 use finch_webhooks::store::connections::{self, NewConnection};
@@ -291,6 +293,63 @@ async fn a_pay_date_at_the_end_of_the_calendar_is_handled_without_a_panic() {
         event_state(&pool, &far).await.1.as_deref(),
         Some("retries_exhausted"),
         "its window reached the Finch request, which failed like any other"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_event_that_exhausted_its_retries_gets_the_full_schedule_again() {
+    let env = TestEnv::new().await;
+    let amqp = env.amqp().await;
+    let pool = env.pool().await;
+    register_connection(&pool, "conn-replay").await;
+    let finch = dead_finch_url();
+    let settings = worker_settings(
+        &env,
+        &finch,
+        &[
+            ("worker_max_attempts", "3"),
+            ("worker_retry_delays", "100ms"),
+            ("coalesce_window_ms", "50"),
+        ],
+    );
+    let worker = TestWorker::start(settings).await;
+    let event_id = publish_event(&pool, &amqp, "company.updated", "conn-replay", json!({})).await;
+
+    let dead_letter_after = |round: &'static str| {
+        let (amqp, event_id) = (&amqp, event_id.clone());
+        async move {
+            eventually(Duration::from_secs(30), round, || async {
+                queue_len(amqp, DEAD_LETTER_QUEUE).await == 1
+            })
+            .await;
+            let listing = dlq::list(amqp, &Selection::default()).await.unwrap();
+            let letter = listing
+                .messages
+                .into_iter()
+                .find(|letter| letter.event_id.as_deref() == Some(event_id.as_str()))
+                .expect("the event is in the DLQ");
+            (letter.reason, letter.attempts, letter.replay_count)
+        }
+    };
+    assert_eq!(
+        dead_letter_after("exhausted the first time").await,
+        ("retries_exhausted".to_owned(), Some(3), 0)
+    );
+
+    let report = dlq::replay(
+        &amqp,
+        Some(&pool),
+        &Selection::default(),
+        ReplayOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.replayed, 1);
+    assert_eq!(
+        dead_letter_after("exhausted again after the replay").await,
+        ("retries_exhausted".to_owned(), Some(3), 1),
+        "three attempts again, not one"
     );
     worker.stop().await;
 }
