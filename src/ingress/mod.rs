@@ -78,7 +78,11 @@ impl Application {
 
     /// As [`Application::build`], judging timestamps by `clock`.
     pub async fn build_with_clock(config: IngressConfig, clock: Clock) -> anyhow::Result<Self> {
-        let pool = store::connect(&config.database_url, config.database_max_connections).await?;
+        let pool = store::connect(
+            config.database_url.expose(),
+            config.database_max_connections,
+        )
+        .await?;
         store::migrate(&pool).await?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -87,7 +91,7 @@ impl Application {
         let metrics = Arc::new(IngressMetrics::new());
         let stop_link = CancellationToken::new();
         let (link, link_task) = BrokerLink::start(
-            config.amqp_url.clone(),
+            config.amqp_url.expose().to_owned(),
             config.retry_delays.clone(),
             stop_link.clone(),
         );
@@ -104,7 +108,7 @@ impl Application {
         let admin = config.admin_token.as_ref().map(|token| {
             crate::admin::router(
                 token,
-                config.amqp_url.clone(),
+                config.amqp_url.expose().to_owned(),
                 config.retry_delays.clone(),
                 pool.clone(),
             )

@@ -91,7 +91,7 @@ impl Drop for Consuming<'_> {
 async fn open_consumer(
     ctx: &Context,
 ) -> lapin::Result<(lapin::Connection, lapin::Channel, lapin::Consumer)> {
-    let connection = queue::connect(&ctx.config.amqp_url).await?;
+    let connection = queue::connect(ctx.config.amqp_url.expose()).await?;
     queue::declare_topology(&connection, &ctx.config.retry_delays).await?;
     ctx.publisher
         .send_replace(Some(Publisher::open(&connection).await?));

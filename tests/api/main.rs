@@ -9,6 +9,7 @@ mod helpers;
 mod hostile_ingress;
 mod ingress;
 mod queue;
+mod redaction;
 mod sdk_conformance;
 mod sdk_verify;
 mod shutdown;
