@@ -91,6 +91,9 @@ pub fn main() -> ExitCode {
         Err(error) => return config_failure(&error),
     };
     telemetry::init(settings.log_format, cli.verbose);
+    // Inert unless FAILPOINTS names points to fail; development builds only.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::finch::token::TokenKey;
+use crate::secret_url::SecretUrl;
 use crate::signature::{SecretError, Verifier, WebhookSecret};
 
 /// The commented defaults file; also the reference for every setting.
@@ -51,9 +52,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    pub database_url: String,
+    pub database_url: SecretUrl,
     pub database_max_connections: u32,
-    pub amqp_url: String,
+    pub amqp_url: SecretUrl,
     pub log_format: LogFormat,
     pub shutdown_timeout_secs: u64,
     pub listen_addr: String,
@@ -159,18 +160,20 @@ impl Settings {
         })
     }
 
+    /// The database URL, password included: for connecting only.
     pub fn database_url(&self) -> Result<String, ConfigError> {
         check_url(
             "database_url",
-            &self.database_url,
+            self.database_url.expose(),
             &["postgres", "postgresql"],
         )?;
-        Ok(self.database_url.clone())
+        Ok(self.database_url.expose().to_owned())
     }
 
+    /// The broker URL, password included: for connecting only.
     pub fn amqp_url(&self) -> Result<String, ConfigError> {
-        check_url("amqp_url", &self.amqp_url, &["amqp", "amqps"])?;
-        Ok(self.amqp_url.clone())
+        check_url("amqp_url", self.amqp_url.expose(), &["amqp", "amqps"])?;
+        Ok(self.amqp_url.expose().to_owned())
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -236,9 +239,9 @@ impl Settings {
         };
         Ok(IngressConfig {
             listen_addr,
-            database_url: self.database_url()?,
+            database_url: SecretUrl::new(self.database_url()?),
             database_max_connections: self.database_max_connections.max(2),
-            amqp_url: self.amqp_url()?,
+            amqp_url: SecretUrl::new(self.amqp_url()?),
             retry_delays: self.retry_delays()?,
             verifier: Verifier::new(secrets, self.webhook_tolerance_secs as u64),
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
@@ -339,9 +342,9 @@ impl Settings {
             .map_err(|_| ConfigError::new("full_sync_since", "expected a date as YYYY-MM-DD"))?;
         Ok(WorkerConfig {
             listen_addr,
-            database_url: self.database_url()?,
+            database_url: SecretUrl::new(self.database_url()?),
             database_max_connections: self.database_max_connections.max(4),
-            amqp_url: self.amqp_url()?,
+            amqp_url: SecretUrl::new(self.amqp_url()?),
             finch: self.finch_api()?,
             token_key: self.token_key()?,
             prefetch: self.worker_prefetch,
@@ -418,11 +421,13 @@ pub struct RateLimits {
 pub struct WorkerConfig {
     /// Where `/healthz`, `/readyz` and `/metrics` listen.
     pub listen_addr: SocketAddr,
-    pub database_url: String,
+    /// Postgres, password included; shown redacted.
+    pub database_url: SecretUrl,
     /// Pool size; at least 4, since commits, budget checks and the
     /// finalizer use it at once.
     pub database_max_connections: u32,
-    pub amqp_url: String,
+    /// RabbitMQ, password included; shown redacted.
+    pub amqp_url: SecretUrl,
     /// Where Finch is and how long a request may take.
     pub finch: FinchApiConfig,
     /// Decrypts the stored access tokens.
@@ -463,11 +468,13 @@ pub struct WorkerConfig {
 pub struct IngressConfig {
     /// Where the webhook endpoint, health, metrics and admin API listen.
     pub listen_addr: SocketAddr,
-    pub database_url: String,
+    /// Postgres, password included; shown redacted.
+    pub database_url: SecretUrl,
     /// Pool size; at least 2, since the relay holds one for its lock while
     /// it queries with another.
     pub database_max_connections: u32,
-    pub amqp_url: String,
+    /// RabbitMQ, password included; shown redacted.
+    pub amqp_url: SecretUrl,
     /// The retry queues the broker link declares, so they match the worker's.
     pub retry_delays: Vec<Duration>,
     /// Checks Finch's signature and timestamp with the configured secrets.
@@ -600,6 +607,31 @@ mod tests {
         }
         let error = Settings::with_overrides(&[]).unwrap().worker().unwrap_err();
         assert_eq!(error.setting, "FINCH_TOKEN_KEY");
+    }
+
+    #[test]
+    fn url_passwords_never_appear_in_debug_output() {
+        let database_url = "postgres://app:db-pa55word@127.0.0.1:5432/finch";
+        let amqp_url = "amqp://app:amqp-pa55word@127.0.0.1:5672/%2f";
+        let settings = Settings::with_overrides(&[
+            ("finch_webhook_secret", SECRET),
+            ("finch_token_key", TOKEN_KEY),
+            ("database_url", database_url),
+            ("amqp_url", amqp_url),
+        ])
+        .unwrap();
+        let ingress = settings.ingress().unwrap();
+        let worker = settings.worker().unwrap();
+        assert_eq!(ingress.database_url.expose(), database_url);
+        assert_eq!(worker.amqp_url.expose(), amqp_url);
+        for shown in [
+            format!("{settings:?}"),
+            format!("{ingress:?}"),
+            format!("{worker:?}"),
+        ] {
+            assert!(!shown.contains("pa55word"), "{shown}");
+            assert!(shown.contains("app:REDACTED@127.0.0.1:5432"), "{shown}");
+        }
     }
 
     #[test]

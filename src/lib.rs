@@ -21,6 +21,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod ops;
 pub mod queue;
+pub mod secret_url;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -61,6 +61,8 @@ pub struct IngressMetrics {
     pub published: Family<OutcomeLabel, Counter>,
     pub outbox_backlog: Gauge,
     pub broker_connected: Gauge,
+    /// Each restart of the outbox relay after it failed or panicked.
+    pub relay_restarts: Counter,
 }
 
 impl Default for IngressMetrics {
@@ -75,7 +77,7 @@ impl IngressMetrics {
         let requests = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "ingress_requests",
-            "Webhook deliveries by outcome (accepted, duplicate, unparseable, rejected, too_large, unavailable, error)",
+            "Webhook deliveries by outcome (accepted, duplicate, unparseable, invalid_envelope, rejected, too_large, unavailable, error)",
             requests.clone(),
         );
         let verification_failures = Family::<ReasonLabel, Counter>::default();
@@ -127,6 +129,12 @@ impl IngressMetrics {
             "1 while the RabbitMQ connection is up",
             broker_connected.clone(),
         );
+        let relay_restarts = Counter::default();
+        registry.register(
+            "ingress_outbox_relay_restarts",
+            "Restarts of the outbox relay after it failed or panicked",
+            relay_restarts.clone(),
+        );
         Self {
             registry,
             requests,
@@ -138,6 +146,7 @@ impl IngressMetrics {
             published,
             outbox_backlog,
             broker_connected,
+            relay_restarts,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<IngressMetrics>,
     pub max_body_bytes: usize,
     pub retry_after_secs: u64,
+    /// Whether the outbox relay runs; not ready while it does not.
+    pub relay_running: Arc<AtomicBool>,
     /// Wall clock in unix seconds; replaceable so tests can pin time.
     pub clock: Clock,
 }
@@ -75,7 +78,11 @@ impl Application {
 
     /// As [`Application::build`], judging timestamps by `clock`.
     pub async fn build_with_clock(config: IngressConfig, clock: Clock) -> anyhow::Result<Self> {
-        let pool = store::connect(&config.database_url, config.database_max_connections).await?;
+        let pool = store::connect(
+            config.database_url.expose(),
+            config.database_max_connections,
+        )
+        .await?;
         store::migrate(&pool).await?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -84,7 +91,7 @@ impl Application {
         let metrics = Arc::new(IngressMetrics::new());
         let stop_link = CancellationToken::new();
         let (link, link_task) = BrokerLink::start(
-            config.amqp_url.clone(),
+            config.amqp_url.expose().to_owned(),
             config.retry_delays.clone(),
             stop_link.clone(),
         );
@@ -101,7 +108,7 @@ impl Application {
         let admin = config.admin_token.as_ref().map(|token| {
             crate::admin::router(
                 token,
-                config.amqp_url.clone(),
+                config.amqp_url.expose().to_owned(),
                 config.retry_delays.clone(),
                 pool.clone(),
             )
@@ -114,6 +121,7 @@ impl Application {
             metrics,
             max_body_bytes: config.max_body_bytes,
             retry_after_secs: config.retry_after_secs,
+            relay_running: pipeline.relay_running(),
             clock,
         };
         let router = match admin {
@@ -204,8 +212,9 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router(Arc::new(state)))
 }
 
-/// Ready while Postgres answers: events can then be made durable, and the
-/// outbox covers a missing broker. Broker state and backlog are reported.
+/// Ready while Postgres answers and the outbox relay runs: events can then
+/// be made durable, and the outbox covers a missing broker. Broker state
+/// and backlog are reported.
 impl Probe for AppState {
     async fn readiness(&self) -> Readiness {
         let postgres = health::postgres_answers(&self.pool).await;
@@ -219,8 +228,10 @@ impl Probe for AppState {
         } else {
             "disconnected"
         };
+        let relay = self.relay_running.load(Ordering::Relaxed);
         Readiness::new()
             .require("postgres", postgres, "ok", "unreachable")
+            .require("outbox_relay", relay, "running", "stopped")
             .report("rabbitmq", rabbitmq)
             .report("outbox_backlog", backlog)
     }

@@ -12,6 +12,7 @@
 //! outbox relay publishes whatever the direct path could not.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{IngressMetrics, OutcomeLabel};
-use crate::queue::{BrokerLink, OutgoingEvent};
+use crate::queue::{Backoff, BrokerLink, OutgoingEvent};
 use crate::store::events::{self, NewEvent, UnpublishedEvent};
 use crate::store::StoreError;
 use crate::telemetry::ErrorChain;
@@ -81,6 +82,7 @@ struct Committed {
     committed_at: Instant,
 }
 
+#[derive(Clone)]
 pub struct PipelineSettings {
     pub batch_max: usize,
     pub outbox_poll_interval: Duration,
@@ -91,10 +93,16 @@ pub struct PipelineSettings {
 pub struct Pipeline {
     writers: Vec<JoinHandle<()>>,
     publisher: JoinHandle<()>,
+    /// The relay's supervisor, which restarts it after any failure.
     relay: JoinHandle<()>,
     /// Stops the relay; writers and publisher stop when their inputs close.
     stop_relay: CancellationToken,
+    /// Whether a relay is running right now; `/readyz` requires it.
+    relay_running: Arc<AtomicBool>,
 }
+
+/// A relay that ran this long before failing starts over with short waits.
+const RELAY_STABLE_AFTER: Duration = Duration::from_secs(60);
 
 impl Pipeline {
     pub fn start(
@@ -127,21 +135,31 @@ impl Pipeline {
             relay_wake.clone(),
         ));
         let stop_relay = CancellationToken::new();
-        let relay = tokio::spawn(relay_outbox(
-            pool,
-            link,
-            metrics,
-            relay_wake,
-            settings,
-            stop_relay.clone(),
+        let relay_running = Arc::new(AtomicBool::new(true));
+        let relay = tokio::spawn(supervise_relay(
+            Relay {
+                pool,
+                link,
+                metrics,
+                wake: relay_wake,
+                settings,
+                stop: stop_relay.clone(),
+            },
+            relay_running.clone(),
         ));
         let pipeline = Self {
             writers,
             publisher,
             relay,
             stop_relay,
+            relay_running,
         };
         (Intake { submissions }, pipeline)
+    }
+
+    /// Whether the outbox relay is running, for `/readyz`.
+    pub fn relay_running(&self) -> Arc<AtomicBool> {
+        self.relay_running.clone()
     }
 
     /// Waits for queued deliveries to commit and committed events to be
@@ -344,14 +362,56 @@ async fn publish_and_record(
     failed == 0
 }
 
-async fn relay_outbox(
+/// What one run of the relay needs; cloned for each restart.
+#[derive(Clone)]
+struct Relay {
     pool: PgPool,
     link: BrokerLink,
     metrics: Arc<IngressMetrics>,
+    /// Rung by the direct publisher when the broker did not confirm.
     wake: Arc<Notify>,
     settings: PipelineSettings,
     stop: CancellationToken,
-) {
+}
+
+/// Runs the relay until stopped, restarting it with backoff whenever it
+/// ends early or panics: without it, events the direct publish missed
+/// would stay in the outbox until the next start.
+async fn supervise_relay(relay: Relay, running: Arc<AtomicBool>) {
+    let mut backoff = Backoff::new();
+    loop {
+        running.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let outcome = tokio::spawn(relay_outbox(relay.clone())).await;
+        running.store(false, Ordering::Relaxed);
+        if relay.stop.is_cancelled() {
+            return;
+        }
+        match outcome {
+            Err(error) if error.is_panic() => {
+                tracing::error!("outbox relay panicked; restarting it")
+            }
+            _ => tracing::warn!("outbox relay stopped unexpectedly; restarting it"),
+        }
+        relay.metrics.relay_restarts.inc();
+        if started.elapsed() >= RELAY_STABLE_AFTER {
+            backoff.reset();
+        }
+        if !backoff.wait(&relay.stop).await {
+            return;
+        }
+    }
+}
+
+async fn relay_outbox(relay: Relay) {
+    let Relay {
+        pool,
+        link,
+        metrics,
+        wake,
+        settings,
+        stop,
+    } = relay;
     let mut broker = link.subscribe();
     let mut tick = tokio::time::interval(settings.outbox_poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -377,7 +437,10 @@ async fn relay_outbox(
 }
 
 /// Publishes unpublished events, oldest first, until none are left or the
-/// broker fails. Holds an advisory lock so replicas do not relay the same rows.
+/// broker fails. Holds an advisory lock so replicas do not relay the same
+/// rows; the lock belongs to a transaction, so it is released however the
+/// round ends: rolled back on return, on error, and on a panic, when the
+/// dropped transaction's connection goes back to the pool.
 async fn relay_round(
     pool: &PgPool,
     link: &BrokerLink,
@@ -385,14 +448,16 @@ async fn relay_round(
     grace: Duration,
     stop: &CancellationToken,
 ) -> Result<(), StoreError> {
-    let mut lock_holder = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+    let mut lock_holder = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
         .bind(RELAY_LOCK_KEY)
         .fetch_one(&mut *lock_holder)
         .await?;
     if !locked {
         return Ok(());
     }
+    // Development builds can be told to fail here, to prove the above.
+    fail::fail_point!("outbox-relay-round");
     let outcome = async {
         while !stop.is_cancelled() {
             let rows = events::unpublished(pool, grace, RELAY_BATCH).await?;
@@ -415,11 +480,7 @@ async fn relay_round(
         Ok(())
     }
     .await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(RELAY_LOCK_KEY)
-        .execute(&mut *lock_holder)
-        .await
-        .ok();
+    lock_holder.rollback().await.ok();
     outcome
 }
 

@@ -14,7 +14,8 @@ use super::error::{IngressError, Result};
 use super::pipeline::Stored;
 use super::AppState;
 use crate::metrics::ReasonLabel;
-use crate::queue::contract::reasons::UNPARSEABLE;
+use crate::queue::contract::fits_amqp;
+use crate::queue::contract::reasons::{INVALID_ENVELOPE, UNPARSEABLE};
 use crate::store::events::NewEvent;
 use crate::store::StoreError;
 use crate::telemetry;
@@ -61,8 +62,11 @@ pub async fn receive(
     span.record("http.response.status_code", status);
     let outcome = match &result {
         Ok(receipt) if receipt.status == ReceiptStatus::Duplicate => "duplicate",
-        Ok(receipt) if receipt.dead_letter_reason.is_some() => "unparseable",
-        Ok(_) => "accepted",
+        Ok(receipt) => match receipt.dead_letter_reason.as_deref() {
+            Some(INVALID_ENVELOPE) => INVALID_ENVELOPE,
+            Some(_) => "unparseable",
+            None => "accepted",
+        },
         Err(error) => error.outcome(),
     };
     state.metrics.count_request(outcome);
@@ -103,7 +107,15 @@ async fn receive_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Res
         })?;
 
     let envelope = Envelope::parse(&body);
-    let dead_letter_reason = envelope.is_none().then_some(UNPARSEABLE);
+    // Stored either way, so nothing Finch sent is lost; what cannot be
+    // routed goes straight to the DLQ instead of stalling the publisher.
+    let dead_letter_reason = match &envelope {
+        None => Some(UNPARSEABLE),
+        Some(envelope) if !fits_amqp(&envelope.event_type, envelope.connection_id.as_deref()) => {
+            Some(INVALID_ENVELOPE)
+        }
+        Some(_) => None,
+    };
     let (event_type, connection_id) = envelope
         .map(|e| (Some(e.event_type), e.connection_id))
         .unwrap_or_default();
@@ -140,9 +152,10 @@ async fn receive_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Res
     );
     match state.intake.submit(event).instrument(commit).await {
         Ok(Stored::New) => {
-            if dead_letter_reason.is_some() {
+            if let Some(reason) = dead_letter_reason {
                 tracing::warn!(
-                    "signed webhook body is not a Finch event; stored and dead-lettered"
+                    reason,
+                    "signed webhook cannot be routed as a Finch event; stored and dead-lettered"
                 );
             } else {
                 tracing::info!(%event_id, %event_type, %connection_id, "received");

@@ -39,6 +39,24 @@ pub mod reasons {
     /// Not a Finch event (no id, no type, not JSON); the ingress
     /// dead-letters these itself.
     pub const UNPARSEABLE: &str = "unparseable";
+    /// A Finch event whose `event_type` or `connection_id` cannot travel
+    /// in an AMQP routing key or short string (over 255 bytes); the
+    /// ingress stores it and dead-letters it itself.
+    pub const INVALID_ENVELOPE: &str = "invalid_envelope";
+    /// The worker panicked while handling the message: a bug, kept for a
+    /// replay once it is fixed.
+    pub const INTERNAL_ERROR: &str = "internal_error";
+}
+
+/// Longest value an AMQP short string holds: routing keys, the `type` and
+/// `message_id` properties.
+pub const SHORT_STRING_MAX: usize = 255;
+
+/// Whether an event's type and connection can travel as a routing key and
+/// short-string properties, so it can go through the work exchange.
+pub fn fits_amqp(event_type: &str, connection_id: Option<&str>) -> bool {
+    event_type.len() <= SHORT_STRING_MAX
+        && connection_id.is_none_or(|id| id.len() <= SHORT_STRING_MAX)
 }
 
 /// Event type of the synthetic message `connections resync` and `connections

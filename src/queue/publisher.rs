@@ -13,7 +13,7 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 use tracing::Instrument as _;
 
-use super::contract::{headers, reasons, Headers as _, JSON};
+use super::contract::{fits_amqp, headers, reasons, Headers as _, JSON, SHORT_STRING_MAX};
 use super::{DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
 use crate::telemetry;
 
@@ -196,33 +196,88 @@ pub struct OutgoingEvent {
 }
 
 impl OutgoingEvent {
-    fn destination(&self) -> (&'static str, &str) {
+    /// Why the event goes to the dead-letter exchange, if it does: the
+    /// stored reason, or what the event itself makes impossible. Events
+    /// stored before the ingress checked them get the same treatment here.
+    fn dead_letter_reason(&self) -> Option<&str> {
         match (&self.dead_letter_reason, &self.event_type) {
-            (Some(reason), _) => (DEAD_LETTER_EXCHANGE, reason.as_str()),
+            (Some(reason), _) => Some(reason.as_str()),
+            (None, None) => Some(reasons::UNPARSEABLE),
+            (None, Some(event_type)) if !fits_amqp(event_type, self.connection_id.as_deref()) => {
+                Some(reasons::INVALID_ENVELOPE)
+            }
+            (None, Some(_)) => None,
+        }
+    }
+
+    fn destination(&self) -> (&'static str, &str) {
+        match (self.dead_letter_reason(), &self.event_type) {
+            (Some(reason), _) => (DEAD_LETTER_EXCHANGE, reason),
             (None, Some(event_type)) => (EVENTS_EXCHANGE, event_type.as_str()),
             (None, None) => (DEAD_LETTER_EXCHANGE, reasons::UNPARSEABLE),
         }
     }
 
+    /// Values too long for their AMQP field are left out rather than
+    /// failing the publish: the body still carries them, and an event that
+    /// cannot be published would stay in the outbox for ever.
     fn properties(&self, traceparent: Option<String>) -> Result<BasicProperties, PublishError> {
+        let fits = |value: &&String| value.len() <= SHORT_STRING_MAX;
         let mut table = FieldTable::default();
-        if let Some(traceparent) = traceparent {
-            table.set_text(headers::TRACEPARENT, &traceparent);
+        if let Some(traceparent) = traceparent.as_ref().filter(fits) {
+            table.set_text(headers::TRACEPARENT, traceparent);
         }
-        if let Some(connection_id) = &self.connection_id {
+        if let Some(connection_id) = self.connection_id.as_ref().filter(fits) {
             table.set_text(headers::CONNECTION_ID, connection_id);
         }
-        if let Some(reason) = &self.dead_letter_reason {
+        if let Some(reason) = self.dead_letter_reason() {
             table.set_text(headers::DEAD_LETTER_REASON, reason);
         }
+        let timestamp = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
         let mut properties = BasicProperties::default()
             .with_content_type(short("content type", JSON)?)
             .with_message_id(short("event id", &self.event_id)?)
-            .with_timestamp(chrono::Utc::now().timestamp() as u64)
+            .with_timestamp(timestamp)
             .with_headers(table);
-        if let Some(event_type) = &self.event_type {
+        if let Some(event_type) = self.event_type.as_ref().filter(fits) {
             properties = properties.with_type(short("event type", event_type)?);
         }
         Ok(properties)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: Option<&str>, connection_id: Option<&str>) -> OutgoingEvent {
+        OutgoingEvent {
+            event_id: "msg_1".into(),
+            event_type: event_type.map(str::to_owned),
+            connection_id: connection_id.map(str::to_owned),
+            body: Bytes::from_static(b"{}"),
+            dead_letter_reason: None,
+            traceparent: None,
+        }
+    }
+
+    #[test]
+    fn values_too_long_for_amqp_dead_letter_the_event_instead_of_failing_its_publish() {
+        let long = "x".repeat(SHORT_STRING_MAX + 1);
+        for (event_type, connection_id) in [(long.as_str(), "c1"), ("directory.created", &long)] {
+            let event = event(Some(event_type), Some(connection_id));
+            assert_eq!(
+                event.destination(),
+                (DEAD_LETTER_EXCHANGE, reasons::INVALID_ENVELOPE)
+            );
+            let properties = event.properties(None).expect("properties are built");
+            let table = properties.headers().clone().unwrap_or_default();
+            assert_eq!(
+                table.text(headers::DEAD_LETTER_REASON).as_deref(),
+                Some(reasons::INVALID_ENVELOPE)
+            );
+        }
+        let fine = event(Some("directory.created"), Some("c1"));
+        assert_eq!(fine.destination(), (EVENTS_EXCHANGE, "directory.created"));
     }
 }

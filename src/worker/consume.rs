@@ -2,7 +2,7 @@
 //! confirm channel the worker publishes on, and hands each delivery to
 //! [`route`], reconnecting with backoff until stopped.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt as _;
@@ -28,7 +28,7 @@ pub(super) async fn run(
         match open_consumer(&ctx).await {
             Ok((connection, channel, mut consumer)) => {
                 backoff.reset();
-                ctx.consuming.store(true, Ordering::Relaxed);
+                let consuming = Consuming::start(&ctx.consuming);
                 tracing::info!(
                     queue = WORK_QUEUE,
                     prefetch = ctx.config.prefetch,
@@ -41,7 +41,7 @@ pub(super) async fn run(
                                 .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                                 .await
                                 .ok();
-                            ctx.consuming.store(false, Ordering::Relaxed);
+                            drop(consuming);
                             return Some(connection);
                         }
                         delivery = consumer.next() => match delivery {
@@ -54,7 +54,7 @@ pub(super) async fn run(
                         }
                     }
                 }
-                ctx.consuming.store(false, Ordering::Relaxed);
+                drop(consuming);
                 ctx.publisher.send_replace(None);
                 tracing::warn!("lost the RabbitMQ consumer; reconnecting");
                 connection.close(200, "reconnecting".into()).await.ok();
@@ -70,10 +70,28 @@ pub(super) async fn run(
     None
 }
 
+/// Marks the work queue as consumed while it lives; dropped however the
+/// consumer loop ends, a panic included, so `/readyz` never reports a
+/// consumer that has stopped.
+struct Consuming<'a>(&'a AtomicBool);
+
+impl<'a> Consuming<'a> {
+    fn start(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Relaxed);
+        Self(flag)
+    }
+}
+
+impl Drop for Consuming<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
 async fn open_consumer(
     ctx: &Context,
 ) -> lapin::Result<(lapin::Connection, lapin::Channel, lapin::Consumer)> {
-    let connection = queue::connect(&ctx.config.amqp_url).await?;
+    let connection = queue::connect(ctx.config.amqp_url.expose()).await?;
     queue::declare_topology(&connection, &ctx.config.retry_delays).await?;
     ctx.publisher
         .send_replace(Some(Publisher::open(&connection).await?));

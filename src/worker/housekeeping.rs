@@ -23,7 +23,7 @@ pub(super) async fn run(ctx: Arc<Context>) {
 }
 
 async fn sample_queue_depths(ctx: &Context) {
-    let Ok(connection) = queue::connect(&ctx.config.amqp_url).await else {
+    let Ok(connection) = queue::connect(ctx.config.amqp_url.expose()).await else {
         return;
     };
     let mut queues = vec![WORK_QUEUE.to_owned(), queue::DEAD_LETTER_QUEUE.to_owned()];

@@ -120,8 +120,11 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
-        let pool =
-            crate::store::connect(&config.database_url, config.database_max_connections).await?;
+        let pool = crate::store::connect(
+            config.database_url.expose(),
+            config.database_max_connections,
+        )
+        .await?;
         crate::store::migrate(&pool).await?;
         let budget = RateBudget::new(pool.clone(), &config.rate_limits);
         budget.prepare().await?;

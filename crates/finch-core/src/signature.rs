@@ -24,6 +24,12 @@ pub const SIGNATURE_HEADER: &str = "finch-signature";
 /// the bound keeps a hostile header from becoming a huge primary key.
 pub const MAX_EVENT_ID_LEN: usize = 255;
 
+/// Most `Finch-Signature` entries looked at. Finch sends one per secret it
+/// signs with (two while a secret is rotated); a header with more is refused
+/// before any is decoded, so a hostile list of thousands costs a scan of the
+/// header rather than thousands of decodes and comparisons.
+pub const MAX_SIGNATURE_ENTRIES: usize = 8;
+
 /// Prefix some tools put in front of the base64 secret; Finch's dashboard shows it bare.
 const SECRET_PREFIX: &str = "whsec_";
 
@@ -199,8 +205,10 @@ impl Verifier {
             return Err(VerifyError::TimestampTooNew);
         }
 
-        let candidates: Vec<Vec<u8>> = signatures
-            .split(' ')
+        if entries(signatures).nth(MAX_SIGNATURE_ENTRIES).is_some() {
+            return Err(VerifyError::MalformedHeader(SIGNATURE_HEADER));
+        }
+        let candidates: Vec<Vec<u8>> = entries(signatures)
             .filter_map(|entry| {
                 let (version, encoded) = entry.split_once(',')?;
                 if version != "v1" || encoded.contains(',') {
@@ -231,6 +239,12 @@ impl Verifier {
             Err(VerifyError::NoMatchingSignature)
         }
     }
+}
+
+/// The space-separated entries of a `Finch-Signature` header; runs of
+/// spaces separate like one, as in the SDK.
+fn entries(header: &str) -> impl Iterator<Item = &str> {
+    header.split(' ').filter(|entry| !entry.is_empty())
 }
 
 fn required_header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, VerifyError> {
@@ -310,6 +324,33 @@ mod tests {
         assert!(verifier
             .verify(&headers("msg_1", "0100", &sig), b"{}", 100)
             .is_ok());
+    }
+
+    #[test]
+    fn more_entries_than_the_cap_are_refused_even_with_a_valid_one() {
+        let secret = WebhookSecret::parse(SECRET).unwrap();
+        let verifier = Verifier::new(vec![secret.clone()], 300);
+        let good = secret.sign("msg_1", 100, b"{}");
+        let list = |count: usize| {
+            let mut entries = vec!["v1,AAAA"; count - 1];
+            entries.push(&good);
+            entries.join("  ")
+        };
+        assert!(verifier
+            .verify(
+                &headers("msg_1", "100", &list(MAX_SIGNATURE_ENTRIES)),
+                b"{}",
+                100
+            )
+            .is_ok());
+        assert_eq!(
+            verifier.verify(
+                &headers("msg_1", "100", &list(MAX_SIGNATURE_ENTRIES + 1)),
+                b"{}",
+                100
+            ),
+            Err(VerifyError::MalformedHeader(SIGNATURE_HEADER))
+        );
     }
 
     #[test]

@@ -351,16 +351,18 @@ async fn record_replays(pool: Option<&PgPool>, event_ids: &mut Vec<String>) {
 }
 
 /// The original properties and headers with the replay counted (the
-/// publisher makes the copy persistent). Broker-owned `x-` headers
-/// (`x-death`, `x-delivery-count`, ...) describe the previous trip and are
-/// dropped, so the work queue's delivery limit starts afresh.
+/// publisher makes the copy persistent). A replay starts fresh: the
+/// worker's `attempts` and the broker-owned `x-` headers (`x-death`,
+/// `x-delivery-count`, ...) describe the previous trip and are dropped, so
+/// the retry schedule and the work queue's delivery limit start over. The
+/// error history stays, for whoever reads the message next.
 fn republished_properties(original: &BasicProperties, letter: &DeadLetter) -> BasicProperties {
     let mut kept = original
         .headers()
         .as_ref()
         .map(|table| table.inner().clone())
         .unwrap_or_default();
-    kept.retain(|name, _| !name.as_str().starts_with("x-"));
+    kept.retain(|name, _| !name.as_str().starts_with("x-") && name.as_str() != headers::ATTEMPTS);
     let mut table = FieldTable::from(kept);
     table.set_int(headers::REPLAY_COUNT, letter.replay_count + 1);
     table.set_text(headers::REPLAYED_AT, &Utc::now().to_rfc3339());

@@ -2,7 +2,7 @@
 //! no longer listed are marked deleted, and a full sync reads the pay
 //! statements of every payment next.
 
-use chrono::{Days, Utc};
+use chrono::Utc;
 
 use super::{fail_all, freshness, items_by_id, store_failure};
 use crate::finch::Product;
@@ -13,11 +13,9 @@ use crate::worker::scheduler::{Target, Work};
 use crate::worker::Context;
 
 pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work) {
-    let today = Utc::now().date_naive();
-    let (start, end) = work.range.unwrap_or((
-        today - Days::new(u64::from(ctx.config.payment_window_days)),
-        today + Days::new(u64::from(ctx.config.payment_window_days)),
-    ));
+    let (start, end) = work.range.unwrap_or_else(|| {
+        crate::worker::route::window_around(Utc::now().date_naive(), ctx.config.payment_window_days)
+    });
     let fetched_at = Utc::now();
     let response = match ctx.finch.payments(&connection.token, start, end).await {
         Ok(response) => response,
