@@ -421,6 +421,45 @@ def check_services_and_scaling(objects: dict[str, list[dict]]) -> None:
     check("kubernetes: Services, HPA, PDBs and scrape annotations point at real pods and ports", problems)
 
 
+def check_admin_port_stays_in_the_cluster(objects: dict[str, list[dict]]) -> None:
+    """The ingress's admin port (admin API, /metrics) is listened on apart from
+    the public one, reached only from inside the cluster, and never a target
+    of the public Service."""
+    problems: list[str] = []
+    docs = [d for ds in objects.values() for d in ds]
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    admin_addr = configmap["data"].get("ADMIN_LISTEN_ADDR", "")
+    if not admin_addr.endswith(":9090"):
+        problems.append("ConfigMap ADMIN_LISTEN_ADDR must be set to port 9090")
+    if admin_addr.rsplit(":", 1)[-1] == configmap["data"].get("LISTEN_ADDR", "").rsplit(":", 1)[-1]:
+        problems.append("ADMIN_LISTEN_ADDR must not share LISTEN_ADDR's port")
+    ingress_labels = {"app.kubernetes.io/name": "finch-webhooks", "app.kubernetes.io/component": "ingress"}
+    policies = [
+        d for d in docs
+        if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"].get("matchLabels") == ingress_labels
+    ]
+    if len(policies) != 1:
+        problems.append(f"exactly one NetworkPolicy must select the ingress pods, found {len(policies)}")
+    for policy in policies:
+        if "Ingress" not in policy["spec"].get("policyTypes", []):
+            problems.append("the ingress NetworkPolicy must restrict Ingress traffic")
+        for rule in policy["spec"].get("ingress", []):
+            ports = {p.get("port") for p in rule.get("ports", [])}
+            if not ports:
+                problems.append("a rule without ports opens every port, the admin one too")
+            if "admin" in ports or 9090 in ports:
+                sources = rule.get("from", [])
+                if not sources or any("ipBlock" in source for source in sources):
+                    problems.append("the admin port must be reachable only from pod or namespace selectors")
+    for service in (d for d in docs if d["kind"] == "Service"):
+        targets = {p["targetPort"] for p in service["spec"]["ports"]}
+        if service["metadata"]["name"] == "finch-webhooks-ingress" and targets & {"admin", 9090}:
+            problems.append("the public ingress Service must not target the admin port")
+        if "admin" in targets and service["spec"].get("type", "ClusterIP") != "ClusterIP":
+            problems.append(f"Service {service['metadata']['name']} exposes the admin port outside the cluster")
+    check("kubernetes: the admin port is apart from the public one and stays inside the cluster", problems)
+
+
 # --------------------------------------------------------------------------
 def check_dockerfile() -> None:
     problems: list[str] = []
@@ -513,6 +552,7 @@ def main() -> int:
     check_kustomization(objects)
     check_pods(objects)
     check_services_and_scaling(objects)
+    check_admin_port_stays_in_the_cluster(objects)
     check_dockerfile()
     check_test_webhook_signature()
     print(f"consistency checks: {passes} ok, {len(failures)} failed")

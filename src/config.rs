@@ -6,6 +6,7 @@
 //! needs, so that `migrate` does not demand a webhook secret it never uses.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
@@ -93,6 +94,10 @@ pub struct Settings {
     pub payment_window_days: u32,
     pub full_sync_since: String,
     pub admin_token: Option<SecretString>,
+
+    // Admin listener (`serve`): the admin API and `/metrics`, apart from the public port.
+    pub admin_listen_addr: String,
+    pub admin_auth_failures_per_minute: u32,
 }
 
 impl Settings {
@@ -237,8 +242,20 @@ impl Settings {
             }
             Some(token) => Some(SecretString::from(token.expose_secret().trim())),
         };
+        let admin_listen_addr: SocketAddr = self.admin_listen_addr.parse().map_err(|_| {
+            ConfigError::new(
+                "admin_listen_addr",
+                "expected host:port, such as 127.0.0.1:9090",
+            )
+        })?;
+        let admin_auth_failures_per_minute = NonZeroU32::new(self.admin_auth_failures_per_minute)
+            .ok_or_else(|| {
+            ConfigError::new("admin_auth_failures_per_minute", "must be at least 1")
+        })?;
         Ok(IngressConfig {
             listen_addr,
+            admin_listen_addr,
+            admin_auth_failures_per_minute,
             database_url: SecretUrl::new(self.database_url()?),
             database_max_connections: self.database_max_connections.max(2),
             amqp_url: SecretUrl::new(self.amqp_url()?),
@@ -466,8 +483,12 @@ pub struct WorkerConfig {
 /// Validated settings of the ingress.
 #[derive(Debug, Clone)]
 pub struct IngressConfig {
-    /// Where the webhook endpoint, health, metrics and admin API listen.
+    /// Where the webhook endpoint and health listen: the public port.
     pub listen_addr: SocketAddr,
+    /// Where the admin API and `/metrics` listen, kept off the public port.
+    pub admin_listen_addr: SocketAddr,
+    /// Wrong admin tokens a client may present per minute before it gets 429.
+    pub admin_auth_failures_per_minute: NonZeroU32,
     /// Postgres, password included; shown redacted.
     pub database_url: SecretUrl,
     /// Pool size; at least 2, since the relay holds one for its lock while
@@ -557,6 +578,12 @@ mod tests {
             ("database_url", "not a url", "DATABASE_URL"),
             ("amqp_url", "http://127.0.0.1", "AMQP_URL"),
             ("listen_addr", "localhost", "LISTEN_ADDR"),
+            ("admin_listen_addr", "localhost", "ADMIN_LISTEN_ADDR"),
+            (
+                "admin_auth_failures_per_minute",
+                "0",
+                "ADMIN_AUTH_FAILURES_PER_MINUTE",
+            ),
             ("admin_token", "short", "ADMIN_TOKEN"),
             ("worker_retry_delays", "soon", "WORKER_RETRY_DELAYS"),
         ];

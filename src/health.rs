@@ -1,5 +1,7 @@
 //! `/healthz`, `/readyz` and `/metrics`, the same routes for every role. A
 //! role supplies a [`Probe`]: what it needs to be ready, and its metrics.
+//! [`router`] and [`metrics_router`] are apart so that a role can keep its
+//! metrics off a public port.
 //!
 //! `/healthz` answers while the process serves HTTP (liveness). `/readyz`
 //! answers 200 `{"status": "ready", ...}` when every required check passes
@@ -78,7 +80,7 @@ pub async fn postgres_answers(pool: &PgPool) -> bool {
     .is_ok_and(|result| result.is_ok())
 }
 
-/// The three routes, answering for `probe`.
+/// `/healthz` and `/readyz`, answering for `probe`.
 pub fn router<P: Probe>(probe: Arc<P>) -> Router {
     Router::new()
         .route(
@@ -86,6 +88,12 @@ pub fn router<P: Probe>(probe: Arc<P>) -> Router {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(readyz::<P>))
+        .with_state(probe)
+}
+
+/// `/metrics`, answering for `probe`.
+pub fn metrics_router<P: Probe>(probe: Arc<P>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics::<P>))
         .with_state(probe)
 }

@@ -15,6 +15,9 @@ use crate::telemetry::ErrorChain;
 pub enum AdminError {
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// Too many wrong tokens from this client: it may try again after `retry_after`.
+    #[error("too many wrong tokens; try again later")]
+    TooManyFailures { retry_after: std::time::Duration },
     #[error("not found")]
     NotFound,
     #[error("{message}")]
@@ -34,7 +37,7 @@ pub enum AdminError {
 /// Error body: `error` is a stable code; the other fields help a person.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// `unauthorized`, `not_found`, `invalid_request`, `confirmation_required`,
+    /// `unauthorized`, `too_many_failures`, `not_found`, `invalid_request`, `confirmation_required`,
     /// `broker_unavailable`, `database_unavailable` or `internal_error`.
     pub error: String,
     pub field: Option<String>,
@@ -45,6 +48,10 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, json!({ "error": "unauthorized" })),
+            Self::TooManyFailures { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({ "error": "too_many_failures" }),
+            ),
             Self::NotFound => (StatusCode::NOT_FOUND, json!({ "error": "not_found" })),
             Self::InvalidRequest { field, message } => (
                 StatusCode::BAD_REQUEST,
@@ -67,10 +74,20 @@ impl IntoResponse for AdminError {
             }
         };
         let mut response = (status, Json(body)).into_response();
-        if matches!(self, Self::Unauthorized) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            Self::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::TooManyFailures { retry_after } => {
+                // Whole seconds, rounded up, so a client that waits is let in.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            _ => {}
         }
         response
     }

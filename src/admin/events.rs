@@ -14,6 +14,7 @@ use crate::ops::events::{self, EventRecord};
     responses(
         (status = 200, description = "The stored event", body = EventRecord),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client; retry after Retry-After seconds", body = ErrorBody),
         (status = 404, description = "No such event", body = ErrorBody),
         (status = 500, description = "Internal error (logged)", body = ErrorBody),
         (status = 503, description = "Postgres unavailable", body = ErrorBody),

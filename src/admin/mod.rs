@@ -1,16 +1,21 @@
-//! The admin API: the operations of [`crate::ops`] over HTTP, JSON in and
-//! out, under `/admin/`.
+//! The admin listener (`ADMIN_LISTEN_ADDR`): the operations of
+//! [`crate::ops`] over HTTP, JSON in and out, under `/admin/`, beside the
+//! ingress's `/metrics`. [`router`] is the one place its routes are built;
+//! the public port never serves any of them.
 //!
-//! Mounted only when `ADMIN_TOKEN` is set, so without one every `/admin/`
-//! path is a plain 404. Every route, the OpenAPI document included, needs
-//! `Authorization: Bearer <token>`: the document names internal operations
-//! and is of use only to someone who may call them.
+//! The API is mounted only when `ADMIN_TOKEN` is set, so without one every
+//! `/admin/` path is a plain 404. Every route, the OpenAPI document
+//! included, needs `Authorization: Bearer <token>`: the document names
+//! internal operations and is of use only to someone who may call them.
+//! Wrong tokens are throttled per client ([`throttle`]).
 
 mod auth;
 mod dlq;
 mod error;
 mod events;
+mod throttle;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +32,7 @@ pub use dlq::{PurgeRequest, ReplayRequest};
 pub use error::{AdminError, ErrorBody};
 
 use crate::ops::OpsError;
+use crate::secret_url::SecretUrl;
 use crate::queue;
 
 #[derive(Clone)]
@@ -34,27 +40,48 @@ pub struct AdminState {
     /// SHA-256 of the token: comparing digests takes the same time whatever
     /// the length of the guess, so not even the length leaks.
     token_digest: [u8; 32],
-    amqp_url: String,
+    amqp_url: SecretUrl,
     /// The retry ladder of the settings, declared with the topology.
     retry_delays: Arc<[Duration]>,
     pool: PgPool,
     /// One DLQ operation at a time in this process: a scan holds every message
     /// it has not finished with, so a concurrent one would see only the rest.
     exclusive: Arc<Mutex<()>>,
+    /// Counts wrong tokens per client and refuses those over the allowance.
+    throttle: Arc<throttle::AuthThrottle>,
 }
 
-pub fn router(
-    token: &SecretString,
-    amqp_url: String,
-    retry_delays: Vec<Duration>,
-    pool: PgPool,
-) -> Router {
+/// What the admin API needs from the settings.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Bearer token of `/admin/`; `None` leaves the API unmounted (404).
+    pub token: Option<SecretString>,
+    /// The DLQ operations open a broker connection of their own per request.
+    pub amqp_url: SecretUrl,
+    /// The retry ladder of the settings, declared with the topology.
+    pub retry_delays: Vec<Duration>,
+    /// Wrong tokens one client may present per minute before it gets 429.
+    pub auth_failures_per_minute: NonZeroU32,
+}
+
+/// Every route of the admin listener: `metrics` (the role's `/metrics`,
+/// open to whoever reaches the port, as Prometheus expects) and, when a
+/// token is set, the admin API.
+pub fn router(settings: AdminSettings, pool: PgPool, metrics: Router) -> Router {
+    match &settings.token {
+        Some(token) => metrics.merge(api(token, settings.clone(), pool)),
+        None => metrics,
+    }
+}
+
+fn api(token: &SecretString, settings: AdminSettings, pool: PgPool) -> Router {
     let state = AdminState {
         token_digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
-        amqp_url,
-        retry_delays: retry_delays.into(),
+        amqp_url: settings.amqp_url,
+        retry_delays: settings.retry_delays.into(),
         pool,
         exclusive: Arc::new(Mutex::new(())),
+        throttle: throttle::AuthThrottle::start(settings.auth_failures_per_minute),
     };
     Router::new()
         .route("/admin/dlq", get(dlq::list))
@@ -84,7 +111,7 @@ impl AdminState {
         tokio::spawn(async move {
             let _only_one = state.exclusive.lock().await;
             let connection = Arc::new(
-                queue::connect(&state.amqp_url)
+                queue::connect(state.amqp_url.expose())
                     .await
                     .map_err(|_| AdminError::Unavailable("broker"))?,
             );
@@ -110,6 +137,7 @@ impl AdminState {
     responses(
         (status = 200, description = "OpenAPI 3.1 document of the admin API", content_type = "application/json"),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this client; retry after Retry-After seconds", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "meta"

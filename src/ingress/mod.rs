@@ -1,6 +1,6 @@
 //! The HTTP ingress: the endpoint registered in the Finch dashboard, plus
-//! health, readiness and metrics ([`crate::health`]), and the admin API when
-//! a token is set.
+//! health and readiness ([`crate::health`]) on the public port; metrics and
+//! the admin API on a second, private port ([`crate::admin::router`]).
 
 pub mod error;
 pub mod pipeline;
@@ -58,6 +58,10 @@ pub struct Application {
     listener: TcpListener,
     /// Routes with their state; moved into the server when it runs.
     router: Router,
+    /// The private port of the admin API and `/metrics`.
+    admin_listener: TcpListener,
+    /// Its routes, from [`crate::admin::router`].
+    admin_router: Router,
     /// Background commit, publish and relay tasks, drained at shutdown.
     pipeline: Pipeline,
     /// Ends the broker connection task once the pipeline has drained.
@@ -87,6 +91,15 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen_addr))?;
+        let admin_listener =
+            TcpListener::bind(config.admin_listen_addr)
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!(
+                        "cannot listen on {} (ADMIN_LISTEN_ADDR): {error}",
+                        config.admin_listen_addr
+                    )
+                })?;
 
         let metrics = Arc::new(IngressMetrics::new());
         let stop_link = CancellationToken::new();
@@ -105,14 +118,12 @@ impl Application {
                 outbox_grace: config.outbox_grace,
             },
         );
-        let admin = config.admin_token.as_ref().map(|token| {
-            crate::admin::router(
-                token,
-                config.amqp_url.expose().to_owned(),
-                config.retry_delays.clone(),
-                pool.clone(),
-            )
-        });
+        let admin_settings = crate::admin::AdminSettings {
+            token: config.admin_token.clone(),
+            amqp_url: config.amqp_url.clone(),
+            retry_delays: config.retry_delays.clone(),
+            auth_failures_per_minute: config.admin_auth_failures_per_minute,
+        };
         let state = AppState {
             verifier: Arc::new(config.verifier),
             intake,
@@ -124,13 +135,16 @@ impl Application {
             relay_running: pipeline.relay_running(),
             clock,
         };
-        let router = match admin {
-            Some(admin) => router(state).merge(admin),
-            None => router(state),
-        };
+        let admin_router = crate::admin::router(
+            admin_settings,
+            pool.clone(),
+            health::metrics_router(Arc::new(state.clone())),
+        );
         Ok(Self {
             listener,
-            router,
+            router: router(state),
+            admin_listener,
+            admin_router,
             pipeline,
             stop_link,
             link_task,
@@ -141,6 +155,13 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Where the admin API and `/metrics` answer.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
             .local_addr()
             .expect("a bound listener has an address")
     }
@@ -159,6 +180,8 @@ impl Application {
         let Self {
             listener,
             router,
+            admin_listener,
+            admin_router,
             pipeline,
             stop_link,
             link_task,
@@ -173,6 +196,16 @@ impl Application {
                 stopping.cancel();
             }
         });
+        // Admin requests hold no deliveries: they stop with the public port.
+        let admin_server = axum::serve(
+            admin_listener,
+            admin_router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown({
+            let stopping = stopping.clone();
+            async move { stopping.cancelled().await }
+        });
+        let mut admin_server = tokio::spawn(async move { admin_server.await });
         let server = tokio::spawn(async move { server.await });
         let mut server = std::pin::pin!(server);
         tokio::select! {
@@ -187,6 +220,14 @@ impl Application {
                     }
                 }
             }
+        }
+        if tokio::time::timeout(shutdown_timeout, &mut admin_server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("admin requests still running at the shutdown timeout; closing them");
+            // Its `/metrics` holds an Intake too: the pipeline drains once it is gone.
+            admin_server.abort();
         }
         // The router (and with it every Intake) is gone: the writers flush and stop.
         if tokio::time::timeout(shutdown_timeout, pipeline.drain())

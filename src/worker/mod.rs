@@ -185,7 +185,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Self { listener, ctx } = self;
         let http_stop = CancellationToken::new();
-        let server = axum::serve(listener, health::router(ctx.clone())).with_graceful_shutdown({
+        // A private port: health and metrics together, as Prometheus and the kubelet expect.
+        let routes = health::router(ctx.clone()).merge(health::metrics_router(ctx.clone()));
+        let server = axum::serve(listener, routes).with_graceful_shutdown({
             let stop = http_stop.clone();
             async move { stop.cancelled().await }
         });

@@ -721,7 +721,7 @@ async fn dlq_replay_killed_midway_loses_nothing_and_a_second_run_finishes() {
 }
 
 async fn admin_get(ingress: &TestIngress, path: &str, token: Option<&str>) -> (u16, Value) {
-    let mut request = ingress.client.get(ingress.url(path));
+    let mut request = ingress.client.get(ingress.admin_url(path));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -753,7 +753,7 @@ async fn dlq_admin_api_needs_the_right_token() {
     }
     let response = ingress
         .client
-        .get(ingress.url("/admin/dlq"))
+        .get(ingress.admin_url("/admin/dlq"))
         .header("authorization", format!("Basic {ADMIN_TOKEN}"))
         .send()
         .await
@@ -784,7 +784,7 @@ async fn dlq_admin_api_needs_the_right_token() {
     let post = |path: &str, body: Value| {
         ingress
             .client
-            .post(ingress.url(path))
+            .post(ingress.admin_url(path))
             .bearer_auth(ADMIN_TOKEN)
             .json(&body)
             .send()
@@ -918,7 +918,7 @@ async fn dlq_admin_api_is_absent_without_a_token() {
     }
     let response = ingress
         .client
-        .post(ingress.url("/admin/dlq/replay"))
+        .post(ingress.admin_url("/admin/dlq/replay"))
         .json(&serde_json::json!({}))
         .send()
         .await

@@ -140,6 +140,7 @@ impl TestEnv {
             ("database_url", self.database_url.as_str()),
             ("amqp_url", self.amqp_url.as_str()),
             ("listen_addr", "127.0.0.1:0"),
+            ("admin_listen_addr", "127.0.0.1:0"),
             ("finch_webhook_secret", SECRET),
             ("outbox_poll_interval_ms", "100"),
             ("outbox_grace_ms", "300"),
@@ -228,6 +229,8 @@ pub fn event_body(event_type: &str, connection_id: &str) -> String {
 /// An ingress running in this process on an ephemeral port.
 pub struct TestIngress {
     pub addr: SocketAddr,
+    /// The admin listener (admin API and `/metrics`); unknown for a remote ingress.
+    pub admin_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     pub pool: PgPool,
     stop: Option<oneshot::Sender<()>>,
@@ -247,6 +250,7 @@ impl TestIngress {
         }
         .expect("ingress starts");
         let addr = app.local_addr();
+        let admin_addr = Some(app.admin_addr());
         let pool = app.pool().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async move {
@@ -254,6 +258,7 @@ impl TestIngress {
         }));
         Self {
             addr,
+            admin_addr,
             client: reqwest::Client::new(),
             pool,
             stop: Some(stop),
@@ -265,6 +270,7 @@ impl TestIngress {
     pub fn remote(addr: SocketAddr, pool: PgPool) -> Self {
         Self {
             addr,
+            admin_addr: None,
             client: reqwest::Client::new(),
             pool,
             stop: None,
@@ -293,6 +299,12 @@ impl TestIngress {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self.admin_addr.expect("an ingress started by this test");
+        format!("http://{admin}{path}")
     }
 
     /// Delivers `body` signed with `secrets` as Finch would, stamped `timestamp`.

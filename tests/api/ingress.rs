@@ -280,7 +280,7 @@ async fn signatures_that_do_not_match_are_401_and_store_nothing() {
     assert_eq!(row_count(&ingress.pool).await, 0);
     let metrics = ingress
         .client
-        .get(ingress.url("/metrics"))
+        .get(ingress.admin_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -680,7 +680,7 @@ async fn other_methods_get_405_and_health_endpoints_answer() {
     ingress.deliver("msg_m1", &event_body("test", "c")).await;
     let metrics = ingress
         .client
-        .get(ingress.url("/metrics"))
+        .get(ingress.admin_url("/metrics"))
         .send()
         .await
         .unwrap()

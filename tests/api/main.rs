@@ -1,6 +1,7 @@
 //! One integration test binary: every test talks to real Postgres and
 //! RabbitMQ, each in its own database and vhost, and to our Finch emulator.
 
+mod admin_listener;
 mod cli;
 mod connections;
 mod dev_output;

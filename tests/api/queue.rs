@@ -104,7 +104,7 @@ async fn the_admin_api_declares_exactly_the_retry_queues_of_the_configured_delay
     assert_eq!(retry_queues(&env).await, seven_seconds_and_three_minutes());
     let response = ingress
         .client
-        .get(ingress.url("/admin/dlq"))
+        .get(ingress.admin_url("/admin/dlq"))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
