@@ -5,6 +5,7 @@ mod cli;
 mod connections;
 mod dlq;
 mod emulator;
+mod emulator_fleet;
 mod helpers;
 mod ingress;
 mod queue;
