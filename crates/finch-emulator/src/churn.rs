@@ -2,6 +2,8 @@
 //! the connection's calendar, and people are hired, terminated, edited and
 //! (rarely) purged at the daily rates `Churn` sets.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -57,7 +59,7 @@ pub fn advance_provider(shared: &Shared, connection: &mut Connection, at: DateTi
 
     for _ in 0..count(rng, churn.hires * employees * days) {
         let hire = seed::new_hire(rng, &provider.company, &provider.people, today);
-        provider.people.push(hire);
+        provider.people.push(Arc::new(hire));
     }
     for _ in 0..count(rng, churn.terminations * employees * days) {
         // Never the chief: the org chart hangs from them.
@@ -67,7 +69,7 @@ pub fn advance_provider(shared: &Shared, connection: &mut Connection, at: DateTi
         if active.is_empty() {
             break;
         }
-        let person = &mut provider.people[active[rng.random_range(0..active.len())]];
+        let person = Arc::make_mut(&mut provider.people[active[rng.random_range(0..active.len())]]);
         person.employment.is_active = Some(false);
         person.employment.employment_status = Some("terminated".to_owned());
         person.employment.end_date = Some(seed::date(today));
@@ -77,7 +79,7 @@ pub fn advance_provider(shared: &Shared, connection: &mut Connection, at: DateTi
             break;
         }
         let i = rng.random_range(0..provider.people.len());
-        seed::edit(rng, &mut provider.people[i]);
+        seed::edit(rng, Arc::make_mut(&mut provider.people[i]));
     }
     for _ in 0..count(rng, churn.deletions * employees * days) {
         let gone: Vec<usize> = (1..provider.people.len())

@@ -18,6 +18,7 @@ use super::api::{require_client, AppState, FinchJson};
 use super::changelog::ChangeRecord;
 use super::error::ApiError;
 use super::faults::{Fault, FaultKind, FaultScope};
+use super::model::{PayStatement, Person, Statements};
 use super::seed;
 use super::spec::ConnectionSpec;
 use super::state::{iso, random_token, Shared, TokenInfo};
@@ -145,7 +146,7 @@ impl Shared {
                     today,
                 );
                 let id = hire.id().to_owned();
-                provider.people.push(hire);
+                provider.people.push(std::sync::Arc::new(hire));
                 Ok(Some(id))
             }
             ProviderChange::Terminate { individual_id } => {
@@ -235,6 +236,7 @@ impl Shared {
                 new_id(old);
             }
             for person in &mut provider.people {
+                let person = std::sync::Arc::make_mut(person);
                 let id = new_id(person.id());
                 person.individual.id = id.clone();
                 person.employment.id = id;
@@ -242,14 +244,45 @@ impl Shared {
                     manager.id = new_id(&manager.id);
                 }
             }
+            let renamed_people: HashMap<String, std::sync::Arc<Person>> = provider
+                .people
+                .iter()
+                .map(|p| (p.id().to_owned(), p.clone()))
+                .collect();
             for record in &mut provider.payments {
                 record.payment.id = new_id(&record.payment.id);
-                for id in &mut record.payment.individual_ids {
-                    *id = new_id(id);
-                }
-                for statement in &mut record.statements {
-                    statement.individual_id = new_id(&statement.individual_id);
-                }
+                record.statements = match &record.statements {
+                    Statements::Stored(list) => Statements::Stored(std::sync::Arc::new(
+                        list.iter()
+                            .map(|s| PayStatement {
+                                individual_id: new_id(&s.individual_id),
+                                ..s.clone()
+                            })
+                            .collect(),
+                    )),
+                    Statements::Derived {
+                        seed,
+                        frequency,
+                        paid,
+                    } => Statements::Derived {
+                        seed: *seed,
+                        frequency: *frequency,
+                        paid: std::sync::Arc::new(
+                            paid.iter()
+                                .map(|p| {
+                                    let id = new_id(p.id());
+                                    renamed_people.get(&id).cloned().unwrap_or_else(|| {
+                                        // Paid once, gone from the provider since.
+                                        let mut former = Person::clone(p);
+                                        former.individual.id = id.clone();
+                                        former.employment.id = id;
+                                        std::sync::Arc::new(former)
+                                    })
+                                })
+                                .collect(),
+                        ),
+                    },
+                };
             }
             let old = connection.synced.clone();
             let mut records = Vec::new();
@@ -308,13 +341,13 @@ impl Shared {
                         })
                         .collect(),
                     employments: people.iter().map(|p| json!(p.employment)).collect(),
-                    payments: payments.iter().map(|r| json!(r.payment)).collect(),
+                    payments: payments.iter().map(|r| json!(r.payment_body())).collect(),
                     pay_statements: payments
                         .iter()
                         .map(|r| {
                             (
                                 r.payment.id.clone(),
-                                r.statements.iter().map(|s| json!(s)).collect(),
+                                r.statements.list().iter().map(|s| json!(s)).collect(),
                             )
                         })
                         .collect(),
@@ -327,6 +360,20 @@ impl Shared {
             data_retrieved: connection.data_retrieved,
             entities,
         })
+    }
+
+    /// People and payments the providers hold, over all connections.
+    pub fn fleet_size(&self) -> (usize, usize) {
+        let world = self.world();
+        world
+            .connections
+            .values()
+            .fold((0, 0), |(people, payments), c| {
+                (
+                    people + c.provider.people.len(),
+                    payments + c.provider.payments.len(),
+                )
+            })
     }
 
     /// Every connection id, in order of creation.

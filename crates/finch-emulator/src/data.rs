@@ -93,7 +93,12 @@ pub async fn directory(
         connection,
         entity: access.entity,
     };
-    let people: Vec<&Person> = data.people.iter().filter(|p| view.sees_person(p)).collect();
+    let people: Vec<&Person> = data
+        .people
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|p| view.sees_person(p))
+        .collect();
     let individuals: Vec<_> = people
         .iter()
         .skip(offset)
@@ -244,7 +249,7 @@ pub async fn payments(
                 .parse::<NaiveDate>()
                 .is_ok_and(|d| d >= start && d <= end)
         })
-        .map(|r| &r.payment)
+        .map(|r| r.payment_body())
         .collect();
     Ok(respond(connection, json!(payments)))
 }
@@ -303,7 +308,13 @@ pub async fn pay_statements(
             }
             let offset = r.offset.unwrap_or(0);
             let limit = r.limit.unwrap_or(100).min(5_000);
-            let page: Vec<_> = record.statements.iter().skip(offset).take(limit).collect();
+            let page: Vec<_> = record
+                .statements
+                .list()
+                .into_iter()
+                .skip(offset)
+                .take(limit)
+                .collect();
             json!({
                 "payment_id": r.payment_id,
                 "code": 200,

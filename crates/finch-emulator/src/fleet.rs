@@ -116,3 +116,98 @@ mod tests {
         assert_eq!(specs, FleetMix::default().specs(10_000, 7));
     }
 }
+
+/// `finch-emulator fleet`: the emulator with a fleet of spec connections.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FleetArgs {
+    /// Print the fleet's size and the process's memory, run `--days` of Finch
+    /// time, print again and exit, instead of serving.
+    #[arg(long)]
+    pub report: bool,
+    /// Simulated days `--report` runs.
+    #[arg(long, default_value_t = 1)]
+    pub days: u32,
+    /// Days of payment history each connection starts with.
+    #[arg(long, default_value_t = 365)]
+    pub history_days: u32,
+    /// Share of assisted connections.
+    #[arg(long, default_value_t = 0.10)]
+    pub assisted: f64,
+    /// Share of multi-entity connections.
+    #[arg(long, default_value_t = 0.03)]
+    pub multi_entity: f64,
+    /// The emulator's flags; `--connections` is the fleet's size here.
+    #[command(flatten)]
+    pub serve: super::EmulatorArgs,
+}
+
+/// Resident memory of this process in MiB, from `/proc/self/status` (Linux).
+pub fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Seeds the fleet into a running emulator; returns the connections.
+pub fn populate(
+    emulator: &super::RunningEmulator,
+    mix: &FleetMix,
+    connections: usize,
+    seed_value: u64,
+) -> anyhow::Result<Vec<super::AddedConnection>> {
+    mix.specs(connections, seed_value)
+        .into_iter()
+        .map(|spec| emulator.add_connection(spec))
+        .collect()
+}
+
+pub async fn run(
+    args: FleetArgs,
+    signal: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut config = args.serve.clone().into_config()?;
+    let connections = config.connections;
+    config.connections = 0;
+    config.churn = super::Churn::realistic();
+    config.freeze_clock = args.report;
+    let mix = FleetMix {
+        assisted: args.assisted,
+        multi_entity: args.multi_entity,
+        history_days: args.history_days,
+        ..FleetMix::default()
+    };
+    let seed_value = config.seed;
+    let emulator = super::Emulator::start(config).await?;
+    let started = std::time::Instant::now();
+    let baseline = rss_mib().unwrap_or(0.0);
+    let fleet = populate(&emulator, &mix, connections, seed_value)?;
+    let (people, payments) = emulator.shared.fleet_size();
+    println!(
+        "fleet: {} connections, {people} people, {payments} payments seeded in {:.1}s; rss {:.0} MiB (empty emulator {:.0} MiB)",
+        fleet.len(),
+        started.elapsed().as_secs_f64(),
+        rss_mib().unwrap_or(0.0),
+        baseline
+    );
+    if !args.report {
+        println!("{}", emulator.banner());
+        return emulator.run_until(signal).await;
+    }
+    let started = std::time::Instant::now();
+    for _ in 0..args.days {
+        emulator.advance(std::time::Duration::from_secs(86_400));
+    }
+    let changes = emulator.change_log(0);
+    let (people, payments) = emulator.shared.fleet_size();
+    println!(
+        "after {} simulated days ({:.1}s): {people} people, {payments} payments, {} changes ({} announced); rss {:.0} MiB",
+        args.days,
+        started.elapsed().as_secs_f64(),
+        changes.len(),
+        changes.iter().filter(|c| c.announced).count(),
+        rss_mib().unwrap_or(0.0)
+    );
+    emulator.shutdown().await;
+    Ok(())
+}

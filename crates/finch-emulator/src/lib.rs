@@ -58,7 +58,8 @@ pub use churn::Churn;
 pub use control::{AddedConnection, EntitySnapshot, ProviderChange, Snapshot};
 pub use error::ApiError;
 pub use faults::{Fault, FaultKind, FaultScope};
-pub use fleet::FleetMix;
+pub use fleet::run as run_fleet;
+pub use fleet::{populate as populate_fleet, rss_mib, FleetArgs, FleetMix};
 pub use send::{send, SendArgs};
 pub use spec::{ConnectionKind, ConnectionSpec, PayFrequency};
 pub use stats::{StatsSnapshot, WebhookStats};
@@ -328,7 +329,7 @@ impl Emulator {
 
 /// A started emulator. Dropping it does not stop it; call `shutdown`.
 pub struct RunningEmulator {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     addr: SocketAddr,
     connections: Vec<SeededConnection>,
     webhook_secrets: Vec<String>,

@@ -230,7 +230,7 @@ pub async fn create_directory(
                 target.extend(individual);
             }
             created.push(combined);
-            c.provider.people.push(hire);
+            c.provider.people.push(std::sync::Arc::new(hire));
         }
         Ok(Json(Value::Array(created)))
     })

@@ -613,7 +613,7 @@ pub fn people(rng: &mut StdRng, company: &Company, n: usize, today: NaiveDate) -
 pub fn new_hire(
     rng: &mut StdRng,
     company: &Company,
-    existing: &[Person],
+    existing: &[std::sync::Arc<Person>],
     today: NaiveDate,
 ) -> Person {
     let d = rng.random_range(0..DEPARTMENTS.len());
@@ -864,13 +864,20 @@ pub fn pay_statement(rng: &mut StdRng, person: &Person, frequency: PayFrequency)
 }
 
 /// A regular payroll run for everyone employed during the period.
-pub fn payment(rng: &mut StdRng, people: &[Person], run: PayRun) -> PaymentRecord {
+pub fn payment(rng: &mut StdRng, people: &[std::sync::Arc<Person>], run: PayRun) -> PaymentRecord {
     let id = uuid(rng);
-    let statements = people
+    let paid: Vec<std::sync::Arc<Person>> = people
         .iter()
         .filter(|p| employed_during(p, &run))
-        .map(|p| pay_statement(rng, p, run.frequency))
+        .cloned()
         .collect();
+    let derived = Statements::Derived {
+        seed: rng.random(),
+        frequency: run.frequency,
+        paid: std::sync::Arc::new(paid),
+    };
+    // Generated once for the totals, then dropped: reads generate them again.
+    let statements = derived.list();
     let mut record = PaymentRecord::from_statements(
         id,
         PayPeriod {
@@ -882,6 +889,7 @@ pub fn payment(rng: &mut StdRng, people: &[Person], run: PayRun) -> PaymentRecor
         statements,
     );
     record.payment.pay_frequencies = vec![run.frequency.as_str().to_owned()];
+    record.statements = derived;
     record
 }
 
@@ -942,9 +950,12 @@ mod tests {
         let run = *pay_runs(NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(), today())
             .last()
             .unwrap();
+        let staff: Vec<_> = staff.into_iter().map(std::sync::Arc::new).collect();
         let record = payment(&mut rng, &staff, run);
         assert!(!record.statements.is_empty());
-        for s in &record.statements {
+        let statements = record.statements.list();
+        assert_eq!(statements, record.statements.list(), "the same every read");
+        for s in &statements {
             let earned: i64 = s.earnings.iter().map(|e| e.amount).sum();
             assert_eq!(earned, s.gross_pay.amount);
             let withheld: i64 = s
@@ -957,7 +968,7 @@ mod tests {
             assert_eq!(s.net_pay.amount, earned - withheld - deducted);
             assert!(s.net_pay.amount > 0);
         }
-        let gross: i64 = record.statements.iter().map(|s| s.gross_pay.amount).sum();
+        let gross: i64 = statements.iter().map(|s| s.gross_pay.amount).sum();
         assert_eq!(record.payment.gross_pay.amount, gross);
         assert_eq!(
             record.payment.company_debit.amount,

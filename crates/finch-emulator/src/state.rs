@@ -15,7 +15,7 @@ use super::changelog::ChangeLog;
 use super::clock::{span, FinchClock};
 use super::error::ApiError;
 use super::faults::FaultBook;
-use super::model::{Dataset, PaymentRecord};
+use super::model::{Dataset, PaymentRecord, Person};
 use super::ratelimit::RateLimiter;
 use super::seed;
 use super::spec::{ConnectionKind, ConnectionSpec, PayFrequency};
@@ -272,7 +272,10 @@ impl Shared {
         let stamp = self.now();
         let today = stamp.date_naive();
         let company = seed::company(&mut rng);
-        let people = seed::people(&mut rng, &company, spec.employee_size, today);
+        let people: Vec<Arc<Person>> = seed::people(&mut rng, &company, spec.employee_size, today)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let entities = match origin {
             Origin::Spec(s) => s.entities,
             _ => 1,

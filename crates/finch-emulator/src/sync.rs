@@ -380,11 +380,7 @@ impl Change {
             id: record.payment.id.clone(),
             pay_date: record.payment.pay_date.clone(),
             action,
-            statements: record
-                .statements
-                .iter()
-                .map(|s| s.individual_id.clone())
-                .collect(),
+            statements: record.statements.individual_ids(),
             entity: record.entity,
         }
     }
@@ -506,10 +502,12 @@ pub fn diff(old: &Dataset, new: &Dataset) -> Vec<Change> {
     if old.company != new.company {
         changes.push(Change::Company);
     }
-    let old_people: HashMap<&str, &Person> = old.people.iter().map(|p| (p.id(), p)).collect();
-    let new_ids: HashSet<&str> = new.people.iter().map(Person::id).collect();
+    let old_people: HashMap<&str, &Arc<Person>> = old.people.iter().map(|p| (p.id(), p)).collect();
+    let new_ids: HashSet<&str> = new.people.iter().map(|p| p.id()).collect();
     for person in &new.people {
         match old_people.get(person.id()) {
+            // Untouched since the last sync: the very same record.
+            Some(before) if Arc::ptr_eq(before, person) => {}
             None => changes.push(Change::Person {
                 id: person.id().to_owned(),
                 action: "created",
@@ -570,7 +568,10 @@ mod tests {
         let mut rng = seed::stream(5, 5);
         let company = seed::company(&mut rng);
         let today = NaiveDate::from_ymd_opt(2025, 6, 15).unwrap();
-        let people = seed::people(&mut rng, &company, 5, today);
+        let people: Vec<Arc<Person>> = seed::people(&mut rng, &company, 5, today)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let payments = vec![seed::payment(
             &mut rng,
             &people,
@@ -597,7 +598,7 @@ mod tests {
         let today = NaiveDate::from_ymd_opt(2025, 6, 15).unwrap();
         let hire = seed::new_hire(&mut rng, &new.company, &new.people, today);
         let id = hire.id().to_owned();
-        new.people.push(hire);
+        new.people.push(Arc::new(hire));
         assert_eq!(
             diff(&old, &new),
             vec![Change::Person {
@@ -612,7 +613,7 @@ mod tests {
     fn a_title_change_is_an_employment_update_only() {
         let old = dataset();
         let mut new = old.clone();
-        new.people[1].employment.title = Some("Chief Vibes Officer".into());
+        Arc::make_mut(&mut new.people[1]).employment.title = Some("Chief Vibes Officer".into());
         let changes = diff(&old, &new);
         assert_eq!(changes.len(), 1);
         assert!(
