@@ -8,6 +8,7 @@ mod dev_output;
 mod dlq;
 mod docs;
 mod emulator;
+mod emulator_fleet;
 mod helpers;
 mod hostile_ingress;
 mod ingress;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use finch_emulator::{EmulatorArgs, SendArgs};
+use finch_emulator::{EmulatorArgs, FleetArgs, SendArgs};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -30,6 +30,9 @@ struct Cli {
 enum Command {
     /// Send one signed Finch webhook event to a URL, like the dashboard's Test button.
     Send(SendArgs),
+    /// Serve a fleet of connections with a realistic mix, or with `--report`
+    /// print its memory and run simulated days.
+    Fleet(FleetArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -56,6 +59,9 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Some(Command::Send(args)) => finch_emulator::send(args).await,
+            Some(Command::Fleet(args)) => {
+                finch_emulator::run_fleet(args, finch_core::shutdown::signal()).await
+            }
             None => finch_emulator::run(cli.serve, finch_core::shutdown::signal()).await,
         }
     });

@@ -3,7 +3,11 @@
 //! Every optional field is serialised as `null` rather than omitted, because
 //! that is what Finch does and what clients must cope with.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+use super::spec::PayFrequency;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Location {
@@ -293,11 +297,66 @@ pub struct PayStatement {
     pub employer_contributions: Vec<Contribution>,
 }
 
-/// A payment with its statements, as the provider stores it.
+/// A payment's statements: as given (sandbox), or generated when read from
+/// the people paid, as they were then, and a seed. Storing a whole fleet's
+/// statements would take gigabytes; the people are shared with the roster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statements {
+    Stored(Arc<Vec<PayStatement>>),
+    Derived {
+        /// Seeds each statement's generator with the person's position.
+        seed: u64,
+        frequency: PayFrequency,
+        paid: Arc<Vec<Arc<Person>>>,
+    },
+}
+
+impl Statements {
+    pub fn list(&self) -> Vec<PayStatement> {
+        match self {
+            Statements::Stored(list) => list.as_ref().clone(),
+            Statements::Derived {
+                seed,
+                frequency,
+                paid,
+            } => paid
+                .iter()
+                .enumerate()
+                .map(|(i, person)| {
+                    let mut rng = super::seed::stream(*seed, i as u64);
+                    super::seed::pay_statement(&mut rng, person, *frequency)
+                })
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Statements::Stored(list) => list.len(),
+            Statements::Derived { paid, .. } => paid.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn individual_ids(&self) -> Vec<String> {
+        match self {
+            Statements::Stored(list) => list.iter().map(|s| s.individual_id.clone()).collect(),
+            Statements::Derived { paid, .. } => paid.iter().map(|p| p.id().to_owned()).collect(),
+        }
+    }
+}
+
+/// A payment with its statements, as the provider stores it. The stored
+/// `payment.individual_ids` is left empty: `payment_body` fills it in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaymentRecord {
     pub payment: Payment,
-    pub statements: Vec<PayStatement>,
+    pub statements: Statements,
+    /// Index of the entity that ran this payroll in its connection's entity list.
+    pub entity: usize,
 }
 
 impl PaymentRecord {
@@ -333,13 +392,22 @@ impl PaymentRecord {
             net_pay: Money::usd(net),
             employer_taxes: Money::usd(employer_taxes),
             employee_taxes: Money::usd(employee_taxes),
-            individual_ids: statements.iter().map(|s| s.individual_id.clone()).collect(),
+            individual_ids: Vec::new(),
             pay_group_ids: Vec::new(),
             pay_frequencies: vec!["bi_weekly".to_owned()],
         };
         Self {
             payment,
-            statements,
+            statements: Statements::Stored(Arc::new(statements)),
+            entity: 0,
+        }
+    }
+
+    /// `/employer/payment`'s item, with the ids of the people it paid.
+    pub fn payment_body(&self) -> Payment {
+        Payment {
+            individual_ids: self.statements.individual_ids(),
+            ..self.payment.clone()
         }
     }
 }
@@ -349,19 +417,24 @@ impl PaymentRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     pub company: Company,
-    /// In the provider's order, which is the directory's order.
-    pub people: Vec<Person>,
+    /// In the provider's order, which is the directory's order. Shared with
+    /// the synced copy and with the payments that paid them until edited.
+    pub people: Vec<Arc<Person>>,
     /// Oldest first.
     pub payments: Vec<PaymentRecord>,
 }
 
 impl Dataset {
     pub fn person(&self, id: &str) -> Option<&Person> {
-        self.people.iter().find(|p| p.id() == id)
+        self.people.iter().find(|p| p.id() == id).map(AsRef::as_ref)
     }
 
+    /// Copies the person first if a payment or the synced copy shares them.
     pub fn person_mut(&mut self, id: &str) -> Option<&mut Person> {
-        self.people.iter_mut().find(|p| p.id() == id)
+        self.people
+            .iter_mut()
+            .find(|p| p.id() == id)
+            .map(Arc::make_mut)
     }
 
     pub fn payment(&self, id: &str) -> Option<&PaymentRecord> {
