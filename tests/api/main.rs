@@ -8,6 +8,7 @@ mod emulator;
 mod helpers;
 mod hostile_ingress;
 mod ingress;
+mod ingress_limits;
 mod queue;
 mod redaction;
 mod sdk_conformance;
