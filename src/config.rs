@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::finch::token::TokenKey;
+use crate::ingress::listener::ConnectionLimits;
 use crate::secret_url::SecretUrl;
 use crate::signature::{SecretError, Verifier, WebhookSecret};
 
@@ -66,6 +67,11 @@ pub struct Settings {
     pub outbox_poll_interval_ms: u64,
     pub outbox_grace_ms: u64,
     pub retry_after_secs: u64,
+    // Ingress limits against slow and hostile clients.
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub header_read_timeout_secs: u64,
+    pub request_timeout_secs: u64,
     pub finch_api_base_url: String,
     pub finch_token_key: Option<SecretString>,
     pub finch_client_id: Option<String>,
@@ -221,6 +227,28 @@ impl Settings {
         if self.max_body_bytes < 1 {
             return Err(ConfigError::new("max_body_bytes", "must be at least 1"));
         }
+        // Ingress limits against slow and hostile clients.
+        if self.max_connections < 1 {
+            return Err(ConfigError::new("max_connections", "must be at least 1"));
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(ConfigError::new(
+                "max_header_bytes",
+                format!("must be at least {MIN_HEADER_BYTES}"),
+            ));
+        }
+        if self.header_read_timeout_secs < 1 {
+            return Err(ConfigError::new(
+                "header_read_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if self.request_timeout_secs < 1 {
+            return Err(ConfigError::new(
+                "request_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
         if self.ingest_batch_max < 1 {
             return Err(ConfigError::new("ingest_batch_max", "must be at least 1"));
         }
@@ -266,6 +294,12 @@ impl Settings {
             outbox_poll_interval: Duration::from_millis(self.outbox_poll_interval_ms),
             outbox_grace: Duration::from_millis(self.outbox_grace_ms),
             retry_after_secs: self.retry_after_secs.max(1),
+            connection_limits: ConnectionLimits {
+                max_connections: self.max_connections,
+                header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+                max_header_bytes: self.max_header_bytes,
+            },
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
             shutdown_timeout: self.shutdown_timeout(),
             admin_token,
         })
@@ -510,11 +544,20 @@ pub struct IngressConfig {
     pub outbox_grace: Duration,
     /// `Retry-After` of a 503, when Postgres cannot store an event.
     pub retry_after_secs: u64,
+    /// Connections at once, and how long and large their headers may be.
+    pub connection_limits: ConnectionLimits,
+    /// A delivery that has not been answered this long after its headers
+    /// arrived (a body sent slowly, say) gets 408.
+    pub request_timeout: Duration,
     /// How long in-flight requests and the pipeline may hold up a stop.
     pub shutdown_timeout: Duration,
     /// Bearer token of the admin API; `None` leaves `/admin/` unmounted.
     pub admin_token: Option<SecretString>,
 }
+
+/// Smallest header limit accepted: what hyper's HTTP/1 parser needs, and
+/// more than a Finch delivery's headers take.
+pub const MIN_HEADER_BYTES: usize = 8192;
 
 /// Shortest admin token accepted: long enough that guessing is hopeless.
 pub const ADMIN_TOKEN_MIN_LEN: usize = 16;
@@ -553,7 +596,8 @@ mod tests {
         let settings = Settings::with_overrides(&[]).unwrap();
         assert_eq!(settings.listen_addr, "0.0.0.0:8080");
         assert_eq!(settings.webhook_tolerance_secs, 300);
-        assert_eq!(settings.max_body_bytes, 1_048_576);
+        assert_eq!(settings.max_body_bytes, 65_536);
+        assert_eq!(settings.max_connections, 1024);
         assert!(settings.finch_webhook_secret.is_none());
     }
 
@@ -585,6 +629,10 @@ mod tests {
                 "ADMIN_AUTH_FAILURES_PER_MINUTE",
             ),
             ("admin_token", "short", "ADMIN_TOKEN"),
+            ("max_connections", "0", "MAX_CONNECTIONS"),
+            ("max_header_bytes", "4096", "MAX_HEADER_BYTES"),
+            ("header_read_timeout_secs", "0", "HEADER_READ_TIMEOUT_SECS"),
+            ("request_timeout_secs", "0", "REQUEST_TIMEOUT_SECS"),
             ("worker_retry_delays", "soon", "WORKER_RETRY_DELAYS"),
         ];
         for (key, value, expected) in cases {

@@ -3,6 +3,7 @@
 //! the admin API on a second, private port ([`crate::admin::router`]).
 
 pub mod error;
+pub mod listener;
 pub mod pipeline;
 pub mod webhook;
 
@@ -12,12 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::config::IngressConfig;
 use crate::health::{self, Probe, Readiness};
@@ -25,6 +28,7 @@ use crate::metrics::IngressMetrics;
 use crate::queue::BrokerLink;
 use crate::signature::Verifier;
 use crate::store;
+use listener::ConnectionLimits;
 use pipeline::{Intake, Pipeline, PipelineSettings};
 
 /// What every handler needs, cheap to clone.
@@ -36,6 +40,8 @@ pub struct AppState {
     pub link: BrokerLink,
     pub metrics: Arc<IngressMetrics>,
     pub max_body_bytes: usize,
+    /// A delivery not answered this long after its headers gets 408.
+    pub request_timeout: Duration,
     pub retry_after_secs: u64,
     /// Whether the outbox relay runs; not ready while it does not.
     pub relay_running: Arc<AtomicBool>,
@@ -67,6 +73,8 @@ pub struct Application {
     /// Ends the broker connection task once the pipeline has drained.
     stop_link: CancellationToken,
     link_task: JoinHandle<()>,
+    /// What slow or hostile clients may hold of the listener.
+    connection_limits: ConnectionLimits,
     /// Bounds how long in-flight requests may hold up a shutdown.
     shutdown_timeout: Duration,
     /// Kept for tests that inspect the store directly.
@@ -131,6 +139,7 @@ impl Application {
             link,
             metrics,
             max_body_bytes: config.max_body_bytes,
+            request_timeout: config.request_timeout,
             retry_after_secs: config.retry_after_secs,
             relay_running: pipeline.relay_running(),
             clock,
@@ -148,6 +157,7 @@ impl Application {
             pipeline,
             stop_link,
             link_task,
+            connection_limits: config.connection_limits,
             shutdown_timeout: config.shutdown_timeout,
             pool,
         })
@@ -185,17 +195,11 @@ impl Application {
             pipeline,
             stop_link,
             link_task,
+            connection_limits,
             shutdown_timeout,
             pool: _,
         } = self;
         let stopping = CancellationToken::new();
-        let server = axum::serve(listener, router).with_graceful_shutdown({
-            let stopping = stopping.clone();
-            async move {
-                shutdown.await;
-                stopping.cancel();
-            }
-        });
         // Admin requests hold no deliveries: they stop with the public port.
         let admin_server = axum::serve(
             admin_listener,
@@ -206,21 +210,21 @@ impl Application {
             async move { stopping.cancelled().await }
         });
         let mut admin_server = tokio::spawn(async move { admin_server.await });
-        let server = tokio::spawn(async move { server.await });
-        let mut server = std::pin::pin!(server);
-        tokio::select! {
-            result = &mut server => result??,
-            () = stopping.cancelled() => {
-                match tokio::time::timeout(shutdown_timeout, &mut server).await {
-                    Ok(result) => result??,
-                    Err(_) => {
-                        tracing::warn!("in-flight requests still running at the shutdown timeout; closing them");
-                        // Dropping the server drops the router, which lets the pipeline drain.
-                        server.abort();
-                    }
+        listener::serve(
+            listener,
+            router,
+            connection_limits,
+            {
+                let stopping = stopping.clone();
+                async move {
+                    shutdown.await;
+                    stopping.cancel();
                 }
-            }
-        }
+            },
+            shutdown_timeout,
+        )
+        .await;
+        stopping.cancel();
         if tokio::time::timeout(shutdown_timeout, &mut admin_server)
             .await
             .is_err()
@@ -247,7 +251,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/webhooks/finch",
-            post(webhook::receive).fallback(|| async { error::IngressError::MethodNotAllowed }),
+            post(webhook::receive)
+                .fallback(|| async { error::IngressError::MethodNotAllowed })
+                // The whole delivery, body included: a client trickling its
+                // body holds a connection and up to max_body_bytes until then.
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    state.request_timeout,
+                )),
         )
         .with_state(state.clone())
         .merge(health::router(Arc::new(state)))

@@ -672,7 +672,7 @@ async fn other_methods_get_405_and_health_endpoints_answer() {
 
     eventually(Duration::from_secs(10), "ready with broker connected", || async {
         let ready: Value = ingress.client.get(ingress.url("/readyz")).send().await.unwrap().json().await.unwrap();
-        ready == serde_json::json!({"status": "ready", "postgres": "ok", "rabbitmq": "connected", "outbox_backlog": 0})
+        ready == serde_json::json!({"status": "ready", "postgres": "ok", "outbox_relay": "running", "rabbitmq": "connected", "outbox_backlog": 0})
     })
     .await;
 

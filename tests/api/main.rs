@@ -12,6 +12,7 @@ mod emulator_fleet;
 mod helpers;
 mod hostile_ingress;
 mod ingress;
+mod ingress_limits;
 mod queue;
 mod redaction;
 mod sdk_conformance;

@@ -353,6 +353,108 @@ mod tests {
         );
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const NOW: i64 = 1_700_000_000;
+
+        fn verifier() -> (WebhookSecret, Verifier) {
+            let secret = WebhookSecret::parse(SECRET).unwrap();
+            (secret.clone(), Verifier::new(vec![secret], 300))
+        }
+
+        /// Header values as a client may send them: any visible ASCII and spaces.
+        fn header_text() -> impl Strategy<Value = String> {
+            "[ -~]{0,200}"
+        }
+
+        /// An entry the SDK skips or fails to match: no space inside.
+        fn junk_entry() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "v1,[A-Za-z0-9+/=]{0,60}",
+                "v[0-9],[A-Za-z0-9+/=]{0,60}",
+                "[!-~]{1,40}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_headers_and_body_get_a_verdict_without_panicking(
+                id in header_text(),
+                timestamp in header_text(),
+                signature in header_text(),
+                body in proptest::collection::vec(any::<u8>(), 0..256),
+            ) {
+                let (_, verifier) = verifier();
+                let mut map = HeaderMap::new();
+                for (name, value) in [
+                    (EVENT_ID_HEADER, &id),
+                    (TIMESTAMP_HEADER, &timestamp),
+                    (SIGNATURE_HEADER, &signature),
+                ] {
+                    if let Ok(value) = http::HeaderValue::from_str(value) {
+                        map.insert(name, value);
+                    }
+                }
+                let _ = verifier.verify(&map, &body, NOW);
+            }
+
+            /// The SDK's rule: one matching `v1` entry among any others is
+            /// enough, within the tolerance; ours adds the entry cap.
+            #[test]
+            fn a_valid_entry_among_junk_is_accepted_up_to_the_cap_and_refused_beyond(
+                id in "[!-~]{1,64}",
+                skew in -300i64..=300,
+                body in proptest::collection::vec(any::<u8>(), 0..256),
+                junk in proptest::collection::vec(junk_entry(), 0..12),
+                position in any::<prop::sample::Index>(),
+                separator in " {1,3}",
+            ) {
+                let (secret, verifier) = verifier();
+                let timestamp = NOW + skew;
+                let mut entries = junk.clone();
+                entries.insert(position.index(junk.len() + 1), secret.sign(&id, timestamp, &body));
+                let header = entries.join(&separator);
+                let verdict = verifier.verify(&headers(&id, &timestamp.to_string(), &header), &body, NOW);
+                if entries.len() <= MAX_SIGNATURE_ENTRIES {
+                    prop_assert_eq!(verdict, Ok(Verified { event_id: id.clone(), timestamp }));
+                } else {
+                    prop_assert_eq!(verdict, Err(VerifyError::MalformedHeader(SIGNATURE_HEADER)));
+                }
+            }
+
+            /// Outside the tolerance a delivery is refused whatever its signature.
+            #[test]
+            fn timestamps_outside_the_tolerance_are_refused_for_their_age(
+                skew in prop_oneof![301i64..100_000, -100_000i64..-300],
+                body in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let (secret, verifier) = verifier();
+                let timestamp = NOW - skew;
+                let header = secret.sign("msg_1", timestamp, &body);
+                let verdict = verifier.verify(&headers("msg_1", &timestamp.to_string(), &header), &body, NOW);
+                let expected = if skew > 0 { VerifyError::TimestampTooOld } else { VerifyError::TimestampTooNew };
+                prop_assert_eq!(verdict, Err(expected));
+            }
+
+            /// A signature over anything else never verifies.
+            #[test]
+            fn a_signature_of_another_body_is_refused(
+                body in proptest::collection::vec(any::<u8>(), 0..128),
+                other in proptest::collection::vec(any::<u8>(), 0..128),
+            ) {
+                prop_assume!(body != other);
+                let (secret, verifier) = verifier();
+                let header = secret.sign("msg_1", NOW, &other);
+                prop_assert_eq!(
+                    verifier.verify(&headers("msg_1", &NOW.to_string(), &header), &body, NOW),
+                    Err(VerifyError::NoMatchingSignature)
+                );
+            }
+        }
+    }
+
     #[test]
     fn malformed_entries_are_skipped() {
         let secret = WebhookSecret::parse(SECRET).unwrap();
