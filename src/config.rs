@@ -97,6 +97,9 @@ pub struct Settings {
     // Admin listener (`serve`): the admin API and `/metrics`, apart from the public port.
     pub admin_listen_addr: String,
     pub admin_auth_failures_per_minute: u32,
+
+    // Least privilege: who creates and migrates the database.
+    pub database_migrate_on_start: bool,
 }
 
 impl Settings {
@@ -265,6 +268,7 @@ impl Settings {
             retry_after_secs: self.retry_after_secs.max(1),
             shutdown_timeout: self.shutdown_timeout(),
             admin_token,
+            migrate_on_start: self.database_migrate_on_start,
         })
     }
 }
@@ -359,7 +363,12 @@ impl Settings {
             database_url: self.database_url()?,
             database_max_connections: self.database_max_connections.max(4),
             amqp_url: self.amqp_url()?,
-            finch: self.finch_api()?,
+            // The worker never exchanges codes: it gets no client credentials.
+            finch: FinchApiConfig {
+                client_id: None,
+                client_secret: None,
+                ..self.finch_api()?
+            },
             token_key: self.token_key()?,
             prefetch: self.worker_prefetch,
             coalesce_window: Duration::from_millis(self.coalesce_window_ms),
@@ -385,6 +394,48 @@ impl Settings {
             payment_window_days: self.payment_window_days,
             full_sync_since,
             shutdown_timeout: self.shutdown_timeout(),
+            migrate_on_start: self.database_migrate_on_start,
+        })
+    }
+
+    /// The secrets that are set although `role` never reads them.
+    pub fn unused_secrets(&self, role: Role) -> Vec<&'static str> {
+        let set = [
+            ("FINCH_WEBHOOK_SECRET", self.finch_webhook_secret.is_some()),
+            ("ADMIN_TOKEN", self.admin_token.is_some()),
+            ("FINCH_TOKEN_KEY", self.finch_token_key.is_some()),
+            ("FINCH_CLIENT_ID", self.finch_client_id.is_some()),
+            ("FINCH_CLIENT_SECRET", self.finch_client_secret.is_some()),
+        ];
+        set.into_iter()
+            .filter(|(name, present)| *present && !role.secrets().contains(name))
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
+
+/// A long-running role, for what it may be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Serve,
+    Worker,
+}
+
+impl Role {
+    /// The secrets the role reads (beyond `DATABASE_URL` and `AMQP_URL`).
+    pub fn secrets(self) -> &'static [&'static str] {
+        match self {
+            Role::Serve => &["FINCH_WEBHOOK_SECRET", "ADMIN_TOKEN"],
+            Role::Worker => &["FINCH_TOKEN_KEY"],
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Serve => "serve",
+            Role::Worker => "worker",
         })
     }
 }
@@ -473,6 +524,8 @@ pub struct WorkerConfig {
     pub full_sync_since: chrono::NaiveDate,
     /// How long in-flight work may hold up a stop.
     pub shutdown_timeout: Duration,
+    /// Create and migrate the database at start (development only).
+    pub migrate_on_start: bool,
 }
 
 /// Validated settings of the ingress.
@@ -507,6 +560,8 @@ pub struct IngressConfig {
     pub shutdown_timeout: Duration,
     /// Bearer token of the admin API; `None` leaves `/admin/` unmounted.
     pub admin_token: Option<SecretString>,
+    /// Create and migrate the database at start (development only).
+    pub migrate_on_start: bool,
 }
 
 /// Shortest admin token accepted: long enough that guessing is hopeless.

@@ -120,6 +120,7 @@ async fn stage(
         .collect();
     let settings = Settings::with_overrides(&overrides)?;
     let config = settings.worker()?;
+    crate::store::create_database_if_missing(&database_url).await?;
     let pool = crate::store::connect(&database_url, 4).await?;
     crate::store::migrate(&pool).await?;
     let finch = FinchClient::new(&config.finch);

@@ -79,8 +79,12 @@ impl Application {
 
     /// As [`Application::build`], judging timestamps by `clock`.
     pub async fn build_with_clock(config: IngressConfig, clock: Clock) -> anyhow::Result<Self> {
-        let pool = store::connect(&config.database_url, config.database_max_connections).await?;
-        store::migrate(&pool).await?;
+        let pool = store::open(
+            &config.database_url,
+            config.database_max_connections,
+            config.migrate_on_start,
+        )
+        .await?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen_addr))?;

@@ -120,9 +120,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
-        let pool =
-            crate::store::connect(&config.database_url, config.database_max_connections).await?;
-        crate::store::migrate(&pool).await?;
+        let pool = crate::store::open(
+            &config.database_url,
+            config.database_max_connections,
+            config.migrate_on_start,
+        )
+        .await?;
         let budget = RateBudget::new(pool.clone(), &config.rate_limits);
         budget.prepare().await?;
         let listener = TcpListener::bind(config.listen_addr)

@@ -8,6 +8,7 @@ mod dlq;
 mod emulator;
 mod helpers;
 mod ingress;
+mod least_privilege;
 mod queue;
 mod sdk_conformance;
 mod sdk_verify;

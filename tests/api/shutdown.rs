@@ -30,6 +30,8 @@ async fn sigterm_under_load_loses_no_acknowledged_event_and_serves_no_5xx() {
         .env("AMQP_URL", &env.amqp_url)
         .env("FINCH_WEBHOOK_SECRET", SECRET)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("DATABASE_MIGRATE_ON_START", "true")
         .env("SHUTDOWN_TIMEOUT_SECS", "10")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
