@@ -208,7 +208,7 @@ impl Application {
         tracing::info!("worker stopping: no new events, finishing in-flight requests");
         stop_intake.cancel();
         // Kept open until the finalizer is done: acks need the channel.
-        let connection = consumer.await.ok().flatten();
+        let held = consumer.await.ok().flatten();
         ctx.stop.cancel();
         for dispatcher in dispatchers {
             dispatcher.await.ok();
@@ -229,8 +229,12 @@ impl Application {
         }
         housekeeping.abort();
         ctx.publisher.send_replace(None);
-        if let Some(connection) = connection {
-            connection.close(200, "worker stopping".into()).await.ok();
+        if let Some(held) = held {
+            held.channel.close(200, "worker stopping".into()).await.ok();
+            held.connection
+                .close(200, "worker stopping".into())
+                .await
+                .ok();
         }
         http_stop.cancel();
         server.await.ok();

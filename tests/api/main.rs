@@ -15,3 +15,4 @@ mod sdk_verify;
 mod shutdown;
 mod traces;
 mod worker;
+mod worker_process;
