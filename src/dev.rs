@@ -69,7 +69,7 @@ pub async fn run(args: DevArgs, settings: Settings) -> anyhow::Result<()> {
 
     let ingress = ingress::Application::build(settings.ingress()?).await?;
     let worker_config = settings.worker()?;
-    let key = worker_config.token_key.clone();
+    let key = worker_config.token_keys.clone();
     let finch = FinchClient::new(&worker_config.finch);
     let worker = worker::Application::build(worker_config).await?;
 

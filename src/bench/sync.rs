@@ -126,7 +126,7 @@ async fn stage(
     let finch = FinchClient::new(&config.finch);
     for seeded in emulator.connections() {
         let token = SecretString::from(seeded.access_token.clone());
-        crate::ops::connections::add(&pool, &config.token_key, &finch, &token).await?;
+        crate::ops::connections::add(&pool, &config.token_keys, &finch, &token).await?;
     }
     let budget = RateBudget::new(pool.clone(), &config.rate_limits);
     budget.prepare().await?;

@@ -147,7 +147,7 @@ impl Application {
         let ctx = Arc::new(Context {
             connections: ConnectionCache::new(
                 pool.clone(),
-                config.token_key.clone(),
+                config.token_keys.clone(),
                 CONNECTION_CACHE_TTL,
             ),
             pool,

@@ -117,7 +117,7 @@ async fn serve_and_worker_deliver_an_event_as_a_runtime_user_without_ddl_rights(
     let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
     let seeded = &emulator.connections()[0];
     let token = secrecy::SecretString::from(seeded.access_token.clone());
-    finch_webhooks::ops::connections::add(&owner_pool, &config.token_key, &finch, &token)
+    finch_webhooks::ops::connections::add(&owner_pool, &config.token_keys, &finch, &token)
         .await
         .unwrap();
 

@@ -13,6 +13,7 @@ mod queue;
 mod sdk_conformance;
 mod sdk_verify;
 mod shutdown;
+mod tokens;
 mod traces;
 mod worker;
 mod worker_process;

@@ -548,7 +548,7 @@ impl Scene {
         let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
         for seeded in scene.emulator.connections() {
             let token = secrecy::SecretString::from(seeded.access_token.clone());
-            finch_webhooks::ops::connections::add(&scene.pool, &config.token_key, &finch, &token)
+            finch_webhooks::ops::connections::add(&scene.pool, &config.token_keys, &finch, &token)
                 .await
                 .expect("connection registers");
         }
@@ -714,7 +714,7 @@ async fn a_sandbox_change_flows_from_webhook_to_the_copy_and_is_announced() {
     let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
     let seeded = &emulator.connections()[0];
     let token = secrecy::SecretString::from(seeded.access_token.clone());
-    finch_webhooks::ops::connections::add(&ingress.pool, &config.token_key, &finch, &token)
+    finch_webhooks::ops::connections::add(&ingress.pool, &config.token_keys, &finch, &token)
         .await
         .unwrap();
     finch_webhooks::ops::connections::resync(

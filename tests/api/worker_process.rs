@@ -43,7 +43,7 @@ async fn register(env: &TestEnv, emulator: &RunningEmulator, pool: &PgPool) {
     let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
     for seeded in emulator.connections() {
         let token = secrecy::SecretString::from(seeded.access_token.clone());
-        finch_webhooks::ops::connections::add(pool, &config.token_key, &finch, &token)
+        finch_webhooks::ops::connections::add(pool, &config.token_keys, &finch, &token)
             .await
             .expect("connection registers");
     }
