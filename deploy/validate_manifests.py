@@ -55,7 +55,15 @@ EXPECTED_BINDINGS = {
     ("finch.events", "finch.events.work", "#"),
     ("finch.events.dlx", "finch.events.dlq", "#"),
 }
-REQUIRED_SECRETS = {"FINCH_WEBHOOK_SECRET", "FINCH_TOKEN_KEY", "DATABASE_URL", "AMQP_URL", "ADMIN_TOKEN"}
+REQUIRED_SECRETS = {
+    "FINCH_WEBHOOK_SECRET", "FINCH_TOKEN_KEY", "DATABASE_URL", "MIGRATE_DATABASE_URL", "AMQP_URL", "ADMIN_TOKEN",
+}
+# Least privilege: the Secret keys each component may read, and no more.
+COMPONENT_SECRETS = {
+    "ingress": {"FINCH_WEBHOOK_SECRET", "DATABASE_URL", "AMQP_URL", "ADMIN_TOKEN"},
+    "worker": {"FINCH_TOKEN_KEY", "FINCH_TOKEN_KEYS", "DATABASE_URL", "AMQP_URL"},
+    "migrate": {"MIGRATE_DATABASE_URL", "AMQP_URL"},
+}
 SECRET_NAME = "finch-webhooks"
 # Grace period margin for the process to flush and exit after the drain.
 EXIT_MARGIN_SECS = 5
@@ -354,8 +362,12 @@ def check_pods(objects: dict[str, list[dict]]) -> None:
                 if http["path"] != expected:
                     problems.append(f"{cname}: {probe} must probe {expected}")
 
+            component = doc["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
+            allowed = COMPONENT_SECRETS.get(component, set())
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref and ref["key"] not in allowed:
+                    problems.append(f"{cname}: the {component} role must not get the secret {ref['key']}")
                 if env["name"] in REQUIRED_SECRETS and not ref:
                     problems.append(f"{cname}: {env['name']} must come from a secretKeyRef")
                 if ref:

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use finch_emulator as emulator;
 use sqlx::PgPool;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Role, Settings};
 use crate::telemetry::ErrorChain;
 #[cfg(feature = "emulator")]
 use crate::{bench, dev};
@@ -127,6 +127,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             let config = settings.ingress()?;
+            warn_of_unused_secrets(&settings, Role::Serve);
             let app = ingress::Application::build(config).await?;
             tracing::info!(addr = %app.local_addr(), "ingress listening");
             app.run_until(shutdown::signal()).await
@@ -135,6 +136,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let database_url = settings.database_url()?;
             let amqp_url = settings.amqp_url()?;
             let retry_delays = settings.retry_delays()?;
+            store::create_database_if_missing(&database_url).await?;
             let pool = store::connect(&database_url, 2).await?;
             store::migrate(&pool).await?;
             let connection = crate::queue::connect(&amqp_url).await?;
@@ -148,6 +150,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Bench(command) => bench::run(command, &settings).await,
         Command::Worker => {
             let config = settings.worker()?;
+            warn_of_unused_secrets(&settings, Role::Worker);
             let app = worker::Application::build(config).await?;
             tracing::info!(addr = %app.local_addr(), "worker health and metrics listening");
             app.run_until(shutdown::signal()).await
@@ -166,6 +169,17 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     }
 }
 
+/// A secret in a role's environment that the role never reads is one more
+/// place it can leak from; said once at start, by name, never by value.
+fn warn_of_unused_secrets(settings: &Settings, role: Role) {
+    for name in settings.unused_secrets(role) {
+        tracing::warn!(
+            setting = name,
+            "{name} is set but {role} does not use it: remove it from this role's environment"
+        );
+    }
+}
+
 async fn health(url: &str) -> anyhow::Result<()> {
     let response = reqwest::Client::new()
         .get(url)
@@ -180,12 +194,15 @@ async fn health(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A pool on the configured database, created and migrated if need be, for
-/// the operator commands.
+/// A pool on the configured database for the operator commands, which
+/// create and migrate it only when told to, like the runtime roles.
 async fn database(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = store::connect(&settings.database_url()?, 2).await?;
-    store::migrate(&pool).await?;
-    Ok(pool)
+    store::open(
+        &settings.database_url()?,
+        2,
+        settings.database_migrate_on_start,
+    )
+    .await
 }
 
 /// A broker connection with the topology of the settings declared, so that

@@ -14,7 +14,7 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::finch::token::TokenKey;
+use crate::finch::token::{KeyRing, TokenKey};
 use crate::ingress::listener::ConnectionLimits;
 use crate::secret_url::SecretUrl;
 use crate::signature::{SecretError, Verifier, WebhookSecret};
@@ -104,6 +104,13 @@ pub struct Settings {
     // Admin listener (`serve`): the admin API and `/metrics`, apart from the public port.
     pub admin_listen_addr: String,
     pub admin_auth_failures_per_minute: u32,
+
+    // Least privilege: who creates and migrates the database.
+    pub database_migrate_on_start: bool,
+
+    // Token key ring: several keys by id, one of them current.
+    pub finch_token_keys: Option<SecretString>,
+    pub finch_token_key_id: Option<String>,
 }
 
 impl Settings {
@@ -153,6 +160,8 @@ impl Settings {
                 "finch_client_id",
                 "finch_client_secret",
                 "admin_token",
+                "finch_token_keys",
+                "finch_token_key_id",
             ]
             .map(String::from),
         );
@@ -302,6 +311,7 @@ impl Settings {
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             shutdown_timeout: self.shutdown_timeout(),
             admin_token,
+            migrate_on_start: self.database_migrate_on_start,
         })
     }
 }
@@ -331,16 +341,69 @@ impl Settings {
         })
     }
 
-    /// The key that encrypts access tokens at rest.
-    pub fn token_key(&self) -> Result<TokenKey, ConfigError> {
-        let text = self.finch_token_key.as_ref().ok_or_else(|| {
-            ConfigError::new(
+    /// The keys that encrypt access tokens at rest: `FINCH_TOKEN_KEY` (named
+    /// by its fingerprint) and `FINCH_TOKEN_KEYS` (`id:base64,...`), with
+    /// `FINCH_TOKEN_KEY_ID` naming the one that encrypts when there are several.
+    pub fn token_keys(&self) -> Result<KeyRing, ConfigError> {
+        let mut keys: Vec<TokenKey> = Vec::new();
+        if let Some(text) = &self.finch_token_key {
+            keys.push(
+                TokenKey::from_base64(text.expose_secret())
+                    .map_err(|reason| ConfigError::new("finch_token_key", reason))?,
+            );
+        }
+        let single = keys.first().map(|key| key.id().to_owned());
+        if let Some(list) = &self.finch_token_keys {
+            for entry in list.expose_secret().split(',').map(str::trim) {
+                if entry.is_empty() {
+                    continue;
+                }
+                let (id, key) = entry.split_once(':').ok_or_else(|| {
+                    ConfigError::new(
+                        "finch_token_keys",
+                        "expected id:base64 entries, comma-separated",
+                    )
+                })?;
+                let key = TokenKey::with_id(id.trim(), key).map_err(|reason| {
+                    ConfigError::new("finch_token_keys", format!("key {}: {reason}", id.trim()))
+                })?;
+                if keys.iter().any(|known| known.id() == key.id()) {
+                    return Err(ConfigError::new(
+                        "finch_token_keys",
+                        format!("key id {} appears twice", key.id()),
+                    ));
+                }
+                keys.push(key);
+            }
+        }
+        if keys.is_empty() {
+            return Err(ConfigError::new(
                 "finch_token_key",
                 "not set; generate one with `openssl rand -base64 32`",
-            )
-        })?;
-        TokenKey::from_base64(text.expose_secret())
-            .map_err(|reason| ConfigError::new("finch_token_key", reason))
+            ));
+        }
+        let current_id = match (&self.finch_token_key_id, single) {
+            (Some(id), _) => id.trim().to_owned(),
+            (None, Some(single)) => single,
+            (None, None) if keys.len() == 1 => keys[0].id().to_owned(),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "finch_token_key_id",
+                    "not set; name the key of FINCH_TOKEN_KEYS that encrypts",
+                ))
+            }
+        };
+        let position = keys
+            .iter()
+            .position(|key| key.id() == current_id)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "finch_token_key_id",
+                    format!("no configured key has the id {current_id}"),
+                )
+            })?;
+        let current = keys.remove(position);
+        Ok(KeyRing::new(current, keys))
     }
 
     /// Validates everything `worker` needs.
@@ -396,8 +459,13 @@ impl Settings {
             database_url: SecretUrl::new(self.database_url()?),
             database_max_connections: self.database_max_connections.max(4),
             amqp_url: SecretUrl::new(self.amqp_url()?),
-            finch: self.finch_api()?,
-            token_key: self.token_key()?,
+            // The worker never exchanges codes: it gets no client credentials.
+            finch: FinchApiConfig {
+                client_id: None,
+                client_secret: None,
+                ..self.finch_api()?
+            },
+            token_keys: self.token_keys()?,
             prefetch: self.worker_prefetch,
             coalesce_window: Duration::from_millis(self.coalesce_window_ms),
             coalesce_max: Duration::from_millis(self.coalesce_max_ms.max(self.coalesce_window_ms)),
@@ -422,6 +490,49 @@ impl Settings {
             payment_window_days: self.payment_window_days,
             full_sync_since,
             shutdown_timeout: self.shutdown_timeout(),
+            migrate_on_start: self.database_migrate_on_start,
+        })
+    }
+
+    /// The secrets that are set although `role` never reads them.
+    pub fn unused_secrets(&self, role: Role) -> Vec<&'static str> {
+        let set = [
+            ("FINCH_WEBHOOK_SECRET", self.finch_webhook_secret.is_some()),
+            ("ADMIN_TOKEN", self.admin_token.is_some()),
+            ("FINCH_TOKEN_KEY", self.finch_token_key.is_some()),
+            ("FINCH_TOKEN_KEYS", self.finch_token_keys.is_some()),
+            ("FINCH_CLIENT_ID", self.finch_client_id.is_some()),
+            ("FINCH_CLIENT_SECRET", self.finch_client_secret.is_some()),
+        ];
+        set.into_iter()
+            .filter(|(name, present)| *present && !role.secrets().contains(name))
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
+
+/// A long-running role, for what it may be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Serve,
+    Worker,
+}
+
+impl Role {
+    /// The secrets the role reads (beyond `DATABASE_URL` and `AMQP_URL`).
+    pub fn secrets(self) -> &'static [&'static str] {
+        match self {
+            Role::Serve => &["FINCH_WEBHOOK_SECRET", "ADMIN_TOKEN"],
+            Role::Worker => &["FINCH_TOKEN_KEY", "FINCH_TOKEN_KEYS"],
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Serve => "serve",
+            Role::Worker => "worker",
         })
     }
 }
@@ -481,8 +592,8 @@ pub struct WorkerConfig {
     pub amqp_url: SecretUrl,
     /// Where Finch is and how long a request may take.
     pub finch: FinchApiConfig,
-    /// Decrypts the stored access tokens.
-    pub token_key: TokenKey,
+    /// Decrypt the stored access tokens; the current one encrypts.
+    pub token_keys: KeyRing,
     /// Unacknowledged messages held at once: a payrun's events must all be
     /// held to share one batch.
     pub prefetch: u16,
@@ -512,6 +623,8 @@ pub struct WorkerConfig {
     pub full_sync_since: chrono::NaiveDate,
     /// How long in-flight work may hold up a stop.
     pub shutdown_timeout: Duration,
+    /// Create and migrate the database at start (development only).
+    pub migrate_on_start: bool,
 }
 
 /// Validated settings of the ingress.
@@ -553,6 +666,8 @@ pub struct IngressConfig {
     pub shutdown_timeout: Duration,
     /// Bearer token of the admin API; `None` leaves `/admin/` unmounted.
     pub admin_token: Option<SecretString>,
+    /// Create and migrate the database at start (development only).
+    pub migrate_on_start: bool,
 }
 
 /// Smallest header limit accepted: what hyper's HTTP/1 parser needs, and
@@ -682,6 +797,55 @@ mod tests {
         }
         let error = Settings::with_overrides(&[]).unwrap().worker().unwrap_err();
         assert_eq!(error.setting, "FINCH_TOKEN_KEY");
+    }
+
+    const OTHER_KEY: &str = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=";
+
+    #[test]
+    fn the_key_ring_takes_keys_by_id_and_names_the_current_one() {
+        let ring =
+            |overrides: &[(&str, &str)]| Settings::with_overrides(overrides).unwrap().token_keys();
+        let fingerprint = TokenKey::from_base64(TOKEN_KEY).unwrap().id().to_owned();
+        let list = format!("new:{OTHER_KEY}");
+        assert_eq!(
+            ring(&[("finch_token_key", TOKEN_KEY)])
+                .unwrap()
+                .current_id(),
+            fingerprint
+        );
+        assert_eq!(
+            ring(&[("finch_token_keys", &list)]).unwrap().current_id(),
+            "new"
+        );
+        let both = [("finch_token_key", TOKEN_KEY), ("finch_token_keys", &list)];
+        assert_eq!(
+            ring(&both).unwrap().current_id(),
+            fingerprint,
+            "the single key stays current"
+        );
+        let rotated = [both[0], both[1], ("finch_token_key_id", "new")];
+        assert_eq!(ring(&rotated).unwrap().current_id(), "new");
+        let two = format!("a:{TOKEN_KEY},b:{OTHER_KEY}");
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("finch_token_keys", &two)], "FINCH_TOKEN_KEY_ID"),
+            (
+                &[("finch_token_keys", &two), ("finch_token_key_id", "c")],
+                "FINCH_TOKEN_KEY_ID",
+            ),
+            (&[("finch_token_keys", "a:c2hvcnQ=")], "FINCH_TOKEN_KEYS"),
+            (&[("finch_token_keys", "nocolon")], "FINCH_TOKEN_KEYS"),
+            (
+                &[("finch_token_keys", &format!("a:{TOKEN_KEY},a:{OTHER_KEY}"))],
+                "FINCH_TOKEN_KEYS",
+            ),
+        ];
+        for (overrides, setting) in cases {
+            let error = ring(overrides).unwrap_err();
+            assert_eq!(&error.setting, setting, "{overrides:?}: {error}");
+            assert!(
+                !error.to_string().contains(TOKEN_KEY) && !error.to_string().contains(OTHER_KEY)
+            );
+        }
     }
 
     #[test]

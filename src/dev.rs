@@ -48,6 +48,8 @@ pub async fn run(args: DevArgs, settings: Settings) -> anyhow::Result<()> {
     if settings.finch_token_key.is_none() {
         settings.finch_token_key = Some(SecretString::from(DEV_TOKEN_KEY));
     }
+    // A throwaway local database: every role may create and migrate it.
+    settings.database_migrate_on_start = true;
     settings.listen_addr = args.ingress_addr.to_string();
     settings.worker_listen_addr = args.worker_addr.to_string();
 
@@ -67,7 +69,7 @@ pub async fn run(args: DevArgs, settings: Settings) -> anyhow::Result<()> {
 
     let ingress = ingress::Application::build(settings.ingress()?).await?;
     let worker_config = settings.worker()?;
-    let key = worker_config.token_key.clone();
+    let key = worker_config.token_keys.clone();
     let finch = FinchClient::new(&worker_config.finch);
     let worker = worker::Application::build(worker_config).await?;
 

@@ -120,12 +120,13 @@ async fn stage(
         .collect();
     let settings = Settings::with_overrides(&overrides)?;
     let config = settings.worker()?;
+    crate::store::create_database_if_missing(&database_url).await?;
     let pool = crate::store::connect(&database_url, 4).await?;
     crate::store::migrate(&pool).await?;
     let finch = FinchClient::new(&config.finch);
     for seeded in emulator.connections() {
         let token = SecretString::from(seeded.access_token.clone());
-        crate::ops::connections::add(&pool, &config.token_key, &finch, &token).await?;
+        crate::ops::connections::add(&pool, &config.token_keys, &finch, &token).await?;
     }
     let budget = RateBudget::new(pool.clone(), &config.rate_limits);
     budget.prepare().await?;

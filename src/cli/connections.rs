@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use super::{database, emit};
 use crate::config::Settings;
-use crate::finch::token::TokenKey;
+use crate::finch::token::KeyRing;
 use crate::finch::FinchClient;
 use crate::ops::connections::{self, ConnectionRow};
 
@@ -40,6 +40,12 @@ pub enum ConnectionsCommand {
     },
     /// Queue a full refetch of a connection's data.
     Resync { connection_id: String },
+    /// Re-encrypt every stored token with the current key (FINCH_TOKEN_KEY_ID), bound to its connection; resumable.
+    RotateKey {
+        /// Tokens per committed transaction.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch_size: i64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,12 +73,12 @@ pub struct AddArgs {
 /// What the commands that call Finch need.
 struct Finch {
     pool: PgPool,
-    key: TokenKey,
+    key: KeyRing,
     client: FinchClient,
 }
 
 async fn finch(settings: &Settings) -> anyhow::Result<Finch> {
-    let key = settings.token_key()?;
+    let key = settings.token_keys()?;
     let client = FinchClient::new(&settings.finch_api()?);
     let pool = database(settings).await?;
     Ok(Finch { pool, key, client })
@@ -142,6 +148,26 @@ pub async fn run(command: ConnectionsCommand, settings: &Settings) -> anyhow::Re
             };
             connections::remove(&pool, &connection_id).await?;
             println!("removed connection {connection_id}");
+            Ok(())
+        }
+        ConnectionsCommand::RotateKey { batch_size } => {
+            let keys = settings.token_keys()?;
+            let pool = database(settings).await?;
+            let rotation = connections::rotate_key(&pool, &keys, batch_size, |_| {}).await?;
+            println!(
+                "re-encrypted {} tokens with key {} in {} batches",
+                rotation.rewritten,
+                keys.current_id(),
+                rotation.batches
+            );
+            for (connection_id, reason) in &rotation.failed {
+                eprintln!("connection {connection_id}: {reason}");
+            }
+            anyhow::ensure!(
+                rotation.failed.is_empty(),
+                "{} tokens could not be decrypted and were left as they were",
+                rotation.failed.len()
+            );
             Ok(())
         }
         ConnectionsCommand::Resync { connection_id } => {

@@ -90,12 +90,12 @@ impl Application {
 
     /// As [`Application::build`], judging timestamps by `clock`.
     pub async fn build_with_clock(config: IngressConfig, clock: Clock) -> anyhow::Result<Self> {
-        let pool = store::connect(
+        let pool = store::open(
             config.database_url.expose(),
             config.database_max_connections,
+            config.migrate_on_start,
         )
         .await?;
-        store::migrate(&pool).await?;
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen_addr))?;

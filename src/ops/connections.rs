@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use super::OpsError;
-use crate::finch::token::TokenKey;
+use crate::finch::token::KeyRing;
 use crate::finch::FinchClient;
 use crate::queue::contract::RESYNC_EVENT_TYPE;
 use crate::queue::{OutgoingEvent, Publisher};
@@ -18,7 +18,7 @@ use crate::store::connections::{self, NewConnection};
 /// Asks Finch who a token belongs to and stores it, encrypted.
 pub async fn add(
     pool: &PgPool,
-    key: &TokenKey,
+    keys: &KeyRing,
     finch: &FinchClient,
     token: &SecretString,
 ) -> Result<ConnectionRow, OpsError> {
@@ -26,7 +26,7 @@ pub async fn add(
     let connection_id = info.connection_id.clone().ok_or(OpsError::NoConnectionId)?;
     connections::upsert(
         pool,
-        key,
+        keys,
         &NewConnection {
             connection_id: &connection_id,
             token,
@@ -55,11 +55,11 @@ pub async fn show(pool: &PgPool, connection_id: &str) -> Result<ConnectionRow, O
 /// connection for the employer too; the stored token is kept.
 pub async fn disconnect(
     pool: &PgPool,
-    key: &TokenKey,
+    keys: &KeyRing,
     finch: &FinchClient,
     connection_id: &str,
 ) -> Result<(), OpsError> {
-    let connection = connections::get(pool, key, connection_id)
+    let connection = connections::get(pool, keys, connection_id)
         .await?
         .ok_or_else(|| OpsError::UnknownConnection(connection_id.to_owned()))?;
     finch.disconnect(&connection.token).await?;
@@ -105,4 +105,43 @@ pub async fn resync(
         outcome?;
     }
     Ok(())
+}
+
+/// What `rotate-key` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Rotation {
+    /// Tokens re-encrypted by this run.
+    pub rewritten: usize,
+    /// Batches committed by this run.
+    pub batches: usize,
+    /// Connections whose token no configured key opens, with why; left as they were.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Re-encrypts every token with the current key of `keys`, bound to its
+/// connection, `batch_size` rows per committed transaction. Killed at any
+/// point, it loses nothing (a batch commits whole or not at all), and a
+/// rerun continues with the rows not yet done. Tokens written before the
+/// binding existed are rewritten too, even when already on the current key.
+pub async fn rotate_key(
+    pool: &PgPool,
+    keys: &KeyRing,
+    batch_size: i64,
+    mut progress: impl FnMut(&Rotation),
+) -> Result<Rotation, OpsError> {
+    let mut rotation = Rotation::default();
+    let mut skip: Vec<String> = Vec::new();
+    loop {
+        let batch = connections::reseal_batch(pool, keys, batch_size, &skip).await?;
+        if batch.examined == 0 {
+            return Ok(rotation);
+        }
+        rotation.rewritten += batch.rewritten;
+        rotation.batches += 1;
+        for (connection_id, error) in batch.failed {
+            skip.push(connection_id.clone());
+            rotation.failed.push((connection_id, error.to_string()));
+        }
+        progress(&rotation);
+    }
 }

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 
 use super::StoreError;
-use crate::finch::token::{TokenError, TokenKey};
+use crate::finch::token::{KeyRing, TokenError};
 
 /// Connection statuses in which Finch serves no data: we stop fetching.
 pub const PARKED_STATUSES: &[&str] = &[
@@ -76,20 +76,22 @@ pub struct NewConnection<'a> {
 /// reconnection after `reauth` brings a new token for the same id).
 pub async fn upsert(
     pool: &PgPool,
-    key: &TokenKey,
+    keys: &KeyRing,
     new: &NewConnection<'_>,
 ) -> Result<(), StoreError> {
+    let sealed = keys.seal(new.connection_id, new.token);
     sqlx::query(
-        "INSERT INTO connections (connection_id, access_token, token_key_id, provider_id, products, status)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO connections (connection_id, access_token, token_key_id, token_bound, provider_id, products, status)
+         VALUES ($1, $2, $3, true, $4, $5, $6)
          ON CONFLICT (connection_id) DO UPDATE SET
              access_token = EXCLUDED.access_token, token_key_id = EXCLUDED.token_key_id,
+             token_bound = true,
              provider_id = EXCLUDED.provider_id, products = EXCLUDED.products,
              status = EXCLUDED.status, updated_at = now(), last_error = NULL",
     )
     .bind(new.connection_id)
-    .bind(key.encrypt(new.token))
-    .bind(key.id())
+    .bind(sealed.ciphertext)
+    .bind(sealed.key_id)
     .bind(new.provider_id)
     .bind(new.products)
     .bind(new.status)
@@ -100,21 +102,21 @@ pub async fn upsert(
 
 pub async fn get(
     pool: &PgPool,
-    key: &TokenKey,
+    keys: &KeyRing,
     connection_id: &str,
 ) -> Result<Option<Connection>, ConnectionError> {
-    let row: Option<(Vec<u8>, String)> = sqlx::query_as(
-        "SELECT access_token, token_key_id FROM connections WHERE connection_id = $1",
+    let row: Option<(Vec<u8>, String, bool)> = sqlx::query_as(
+        "SELECT access_token, token_key_id, token_bound FROM connections WHERE connection_id = $1",
     )
     .bind(connection_id)
     .fetch_optional(pool)
     .await
     .map_err(StoreError::from)?;
-    let Some((stored, key_id)) = row else {
+    let Some((stored, key_id, bound)) = row else {
         return Ok(None);
     };
-    let token = key
-        .decrypt(&key_id, &stored)
+    let token = keys
+        .open(connection_id, &key_id, &stored, bound)
         .map_err(|source| ConnectionError::Token {
             connection_id: connection_id.to_owned(),
             source,
@@ -207,4 +209,65 @@ pub async fn mark_synced(pool: &PgPool, connection_id: &str) -> Result<(), Store
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// One batch of `connections rotate-key`, committed on its own.
+#[derive(Debug, Default)]
+pub struct Resealed {
+    /// Rows the batch looked at; none means the rotation is complete.
+    pub examined: usize,
+    /// Connections whose token is now sealed with the current key.
+    pub rewritten: usize,
+    /// Connections whose token no configured key opens, with why.
+    pub failed: Vec<(String, TokenError)>,
+}
+
+/// Re-encrypts, in one transaction, up to `limit` tokens that are not yet
+/// sealed with the current key and bound to their row, leaving out the
+/// connections in `skip` (those that failed before). Rows already done are
+/// never selected again, so a rotation killed mid-way resumes where it was.
+pub async fn reseal_batch(
+    pool: &PgPool,
+    keys: &KeyRing,
+    limit: i64,
+    skip: &[String],
+) -> Result<Resealed, StoreError> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(String, Vec<u8>, String, bool)> = sqlx::query_as(
+        "SELECT connection_id, access_token, token_key_id, token_bound FROM connections
+         WHERE (token_key_id <> $1 OR NOT token_bound) AND connection_id <> ALL($2)
+         ORDER BY connection_id LIMIT $3
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(keys.current_id())
+    .bind(skip)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut outcome = Resealed {
+        examined: rows.len(),
+        ..Resealed::default()
+    };
+    for (connection_id, stored, key_id, bound) in rows {
+        let token = match keys.open(&connection_id, &key_id, &stored, bound) {
+            Ok(token) => token,
+            Err(error) => {
+                outcome.failed.push((connection_id, error));
+                continue;
+            }
+        };
+        let sealed = keys.seal(&connection_id, &token);
+        sqlx::query(
+            "UPDATE connections SET access_token = $2, token_key_id = $3, token_bound = true
+             WHERE connection_id = $1",
+        )
+        .bind(&connection_id)
+        .bind(sealed.ciphertext)
+        .bind(sealed.key_id)
+        .execute(&mut *tx)
+        .await?;
+        outcome.rewritten += 1;
+    }
+    tx.commit().await?;
+    Ok(outcome)
 }

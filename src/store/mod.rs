@@ -57,22 +57,29 @@ fn is_transient_code(code: Option<&str>) -> bool {
     })
 }
 
-/// Opens a pool, creating the database first if it does not exist yet.
-pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    if !Postgres::database_exists(database_url)
+/// Creates the database if it does not exist yet: `migrate`'s first step,
+/// and the runtime roles' only when told to (`DATABASE_MIGRATE_ON_START`).
+pub async fn create_database_if_missing(database_url: &str) -> anyhow::Result<()> {
+    if Postgres::database_exists(database_url)
         .await
         .unwrap_or(false)
     {
-        // Another process may create it at the same moment; that is fine.
-        if let Err(error) = Postgres::create_database(database_url).await {
-            if !Postgres::database_exists(database_url)
-                .await
-                .unwrap_or(false)
-            {
-                return Err(anyhow::Error::new(error).context("creating the database"));
-            }
+        return Ok(());
+    }
+    // Another process may create it at the same moment; that is fine.
+    if let Err(error) = Postgres::create_database(database_url).await {
+        if !Postgres::database_exists(database_url)
+            .await
+            .unwrap_or(false)
+        {
+            return Err(anyhow::Error::new(error).context("creating the database"));
         }
     }
+    Ok(())
+}
+
+/// Opens a pool on an existing database.
+pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = database_url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
@@ -82,6 +89,68 @@ pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result
         .await
         .map_err(|error| anyhow::Error::new(error).context("connecting to Postgres"))?;
     Ok(pool)
+}
+
+/// The pool a runtime role or operator command works on. With
+/// `migrate_on_start` (development, `dev`) the database is created and
+/// migrated as `migrate` would; without it (production) nothing is created
+/// or altered, and a schema older than this build stops start-up with the
+/// command that fixes it, so the runtime database user needs no DDL rights.
+pub async fn open(
+    database_url: &str,
+    max_connections: u32,
+    migrate_on_start: bool,
+) -> anyhow::Result<PgPool> {
+    if migrate_on_start {
+        create_database_if_missing(database_url).await?;
+    }
+    let pool = connect(database_url, max_connections).await?;
+    if migrate_on_start {
+        migrate(&pool).await?;
+    } else {
+        require_current_schema(&pool).await?;
+    }
+    Ok(pool)
+}
+
+/// The schema lacks migrations of this build (or is absent).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the database lacks migrations {missing:?} of this build: run `finch-webhooks migrate` \
+     first (or set DATABASE_MIGRATE_ON_START=true in development)"
+)]
+pub struct SchemaBehind {
+    /// Versions this build carries that were never applied.
+    pub missing: Vec<i64>,
+}
+
+/// Refuses a schema without every migration of this build. Newer ones are
+/// fine: during a rollout the old pods keep running after `migrate`.
+pub async fn require_current_schema(pool: &PgPool) -> anyhow::Result<()> {
+    let applied: Vec<i64> =
+        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(applied) => applied,
+            // No migrations table: a database `migrate` never ran on.
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P01") => {
+                Vec::new()
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context("reading the schema version"))
+            }
+        };
+    let missing: Vec<i64> = MIGRATOR
+        .iter()
+        .map(|migration| migration.version)
+        .filter(|version| !applied.contains(version))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(SchemaBehind { missing }.into())
+    }
 }
 
 /// Applies pending migrations; concurrent callers wait on sqlx's advisory lock.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::finch::token::TokenKey;
+use crate::finch::token::KeyRing;
 use crate::store::connections::{self, Connection, ConnectionError};
 
 /// When a row was read, and the row.
@@ -15,13 +15,13 @@ type Entry = (Instant, Option<Arc<Connection>>);
 
 pub struct ConnectionCache {
     pool: PgPool,
-    key: TokenKey,
+    key: KeyRing,
     ttl: Duration,
     entries: Mutex<HashMap<String, Entry>>,
 }
 
 impl ConnectionCache {
-    pub fn new(pool: PgPool, key: TokenKey, ttl: Duration) -> Self {
+    pub fn new(pool: PgPool, key: KeyRing, ttl: Duration) -> Self {
         Self {
             pool,
             key,

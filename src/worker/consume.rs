@@ -15,6 +15,14 @@ use super::message::Message;
 use super::{route, Context};
 use crate::queue::{self, Backoff, Publisher, WORK_QUEUE};
 
+/// The consumer's connection and channel, handed back at a stop: the
+/// messages it holds are acknowledged on that channel, so it must outlive
+/// the drain (dropping its last handle closes it and requeues them all).
+pub(super) struct Held {
+    pub connection: lapin::Connection,
+    pub channel: lapin::Channel,
+}
+
 /// Connects, declares the topology and consumes, reconnecting with backoff
 /// until `stop` fires. Messages held on a lost connection are redelivered
 /// by the broker; processing them again is harmless.
@@ -22,7 +30,7 @@ pub(super) async fn run(
     ctx: Arc<Context>,
     done: mpsc::UnboundedSender<Arc<Message>>,
     stop: CancellationToken,
-) -> Option<lapin::Connection> {
+) -> Option<Held> {
     let mut backoff = Backoff::new();
     while !stop.is_cancelled() {
         match open_consumer(&ctx).await {
@@ -42,7 +50,7 @@ pub(super) async fn run(
                                 .await
                                 .ok();
                             drop(consuming);
-                            return Some(connection);
+                            return Some(Held { connection, channel });
                         }
                         delivery = consumer.next() => match delivery {
                             Some(Ok(delivery)) => route::intake(&ctx, delivery, &done).await,

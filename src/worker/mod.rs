@@ -120,12 +120,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
-        let pool = crate::store::connect(
+        let pool = crate::store::open(
             config.database_url.expose(),
             config.database_max_connections,
+            config.migrate_on_start,
         )
         .await?;
-        crate::store::migrate(&pool).await?;
         let budget = RateBudget::new(pool.clone(), &config.rate_limits);
         budget.prepare().await?;
         let listener = TcpListener::bind(config.listen_addr)
@@ -147,7 +147,7 @@ impl Application {
         let ctx = Arc::new(Context {
             connections: ConnectionCache::new(
                 pool.clone(),
-                config.token_key.clone(),
+                config.token_keys.clone(),
                 CONNECTION_CACHE_TTL,
             ),
             pool,
@@ -208,7 +208,7 @@ impl Application {
         tracing::info!("worker stopping: no new events, finishing in-flight requests");
         stop_intake.cancel();
         // Kept open until the finalizer is done: acks need the channel.
-        let connection = consumer.await.ok().flatten();
+        let held = consumer.await.ok().flatten();
         ctx.stop.cancel();
         for dispatcher in dispatchers {
             dispatcher.await.ok();
@@ -229,8 +229,12 @@ impl Application {
         }
         housekeeping.abort();
         ctx.publisher.send_replace(None);
-        if let Some(connection) = connection {
-            connection.close(200, "worker stopping".into()).await.ok();
+        if let Some(held) = held {
+            held.channel.close(200, "worker stopping".into()).await.ok();
+            held.connection
+                .close(200, "worker stopping".into())
+                .await
+                .ok();
         }
         http_stop.cancel();
         server.await.ok();

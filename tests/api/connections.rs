@@ -121,7 +121,7 @@ async fn connections_show_resync_and_remove_act_on_the_named_connection_only() {
         .unwrap();
     let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
     let token = secrecy::SecretString::from(seeded.access_token.clone());
-    finch_webhooks::ops::connections::add(&pool, &config.token_key, &finch, &token)
+    finch_webhooks::ops::connections::add(&pool, &config.token_keys, &finch, &token)
         .await
         .unwrap();
     let id = seeded.connection_id.as_str();

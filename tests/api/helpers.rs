@@ -107,6 +107,9 @@ impl TestEnv {
 
     /// A pool on the test database, which is created and migrated.
     pub async fn pool(&self) -> PgPool {
+        finch_webhooks::store::create_database_if_missing(&self.database_url)
+            .await
+            .expect("test database created");
         let pool = finch_webhooks::store::connect(&self.database_url, 5)
             .await
             .expect("test database");
@@ -145,6 +148,7 @@ impl TestEnv {
             ("outbox_poll_interval_ms", "100"),
             ("outbox_grace_ms", "300"),
             ("shutdown_timeout_secs", "10"),
+            ("database_migrate_on_start", "true"),
         ];
         all.extend_from_slice(overrides);
         Settings::with_overrides(&all).expect("test settings")
@@ -189,6 +193,7 @@ pub fn binary(env: &TestEnv) -> tokio::process::Command {
         .env_remove("FINCH_WEBHOOKS_CONFIG")
         .env("DATABASE_URL", &env.database_url)
         .env("AMQP_URL", &env.amqp_url)
+        .env("DATABASE_MIGRATE_ON_START", "true")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true);

@@ -1,6 +1,7 @@
 //! The ingress and the official SDK's `verify_signature` agree on which
 //! deliveries are authentic: each case goes through both, and both must give
-//! the expected verdict.
+//! the expected verdict. The SDK answers case by case, by name, so a missing,
+//! extra or reordered answer fails as surely as a wrong one.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -10,6 +11,25 @@ use serde_json::json;
 
 use crate::helpers::*;
 use crate::sdk_conformance::sdk_python;
+
+/// How a case's `Finch-Signature` is made, chosen per case.
+#[derive(Clone, Copy, Debug)]
+enum Signing {
+    /// `v1,` HMAC with the configured secret over this delivery.
+    Valid,
+    /// `v1,` HMAC with a secret the receiver does not have.
+    OtherSecret,
+    /// An entry of the unknown secret, then the valid one (rotation).
+    UnknownThenValid,
+    /// The right digest under a version nobody accepts.
+    V2Only,
+    /// A malformed three-part entry, then the valid one.
+    ThreePartThenValid,
+    /// Leading blanks before the valid entry.
+    BlanksThenValid,
+    /// A valid signature, but of another event id.
+    OfAnotherId,
+}
 
 #[derive(Clone)]
 struct Case {
@@ -21,107 +41,124 @@ struct Case {
     authentic: bool,
 }
 
-fn cases() -> Vec<Case> {
+/// One case: signed as `signing` says over `signed_body` at `timestamp`,
+/// and delivered with `sent_body`.
+fn case(
+    name: &'static str,
+    signing: Signing,
+    timestamp: i64,
+    signed_body: &str,
+    sent_body: &str,
+    authentic: bool,
+) -> Case {
     let secret = WebhookSecret::parse(SECRET).unwrap();
     let other = WebhookSecret::parse(NEW_SECRET).unwrap();
-    let ts = now();
-    let body = event_body("directory.created", "conn-sdk");
-    let mut cases = Vec::new();
-    let mut add = |name, timestamp: i64, signature: String, body: String, authentic| {
-        cases.push(Case {
-            name,
-            event_id: unique("msg_sdk"),
-            timestamp: timestamp.to_string(),
-            signature,
-            body,
-            authentic,
-        });
+    let event_id = unique("msg_sdk");
+    let good = secret.sign(&event_id, timestamp, signed_body.as_bytes());
+    let digest = good.strip_prefix("v1,").unwrap();
+    let unknown = other.sign(&event_id, timestamp, signed_body.as_bytes());
+    let signature = match signing {
+        Signing::Valid => good.clone(),
+        Signing::OtherSecret => unknown,
+        Signing::UnknownThenValid => format!("{unknown} {good}"),
+        Signing::V2Only => format!("v2,{digest}"),
+        Signing::ThreePartThenValid => format!("v1,{digest},extra {good}"),
+        Signing::BlanksThenValid => format!("  {good}"),
+        Signing::OfAnotherId => secret.sign("msg_someone_else", timestamp, signed_body.as_bytes()),
     };
-    // Each signature is computed for the id the case will carry, so sign lazily below.
-    add("valid v1", ts, String::new(), body.clone(), true);
-    add("wrong secret", ts, String::new(), body.clone(), false);
-    add(
-        "rotation: unknown then valid",
-        ts,
-        String::new(),
-        body.clone(),
-        true,
-    );
-    add("v2 only", ts, String::new(), body.clone(), false);
-    add(
-        "three-part entry skipped",
-        ts,
-        String::new(),
-        body.clone(),
-        true,
-    );
-    add(
-        "empty entries skipped",
-        ts,
-        String::new(),
-        body.clone(),
-        true,
-    );
-    add(
-        "body changed after signing",
-        ts,
-        String::new(),
-        body.clone(),
-        false,
-    );
-    add("1000 s old", ts - 1000, String::new(), body.clone(), false);
-    add(
-        "1000 s ahead",
-        ts + 1000,
-        String::new(),
-        body.clone(),
-        false,
-    );
-    add(
-        "multi-byte UTF-8 body",
-        ts,
-        String::new(),
-        r#"{"event_type":"test","data":{"name":"Zoë Ünal 山田"}}"#.into(),
-        true,
-    );
-    add(
-        "signature of another id",
-        ts,
-        String::new(),
-        body.clone(),
-        false,
-    );
-
-    for case in &mut cases {
-        let stamp: i64 = case.timestamp.parse().unwrap();
-        let good = secret.sign(&case.event_id, stamp, case.body.as_bytes());
-        let digest = good.strip_prefix("v1,").unwrap().to_owned();
-        case.signature = match case.name {
-            "wrong secret" => other.sign(&case.event_id, stamp, case.body.as_bytes()),
-            "rotation: unknown then valid" => format!(
-                "{} {good}",
-                other.sign(&case.event_id, stamp, case.body.as_bytes())
-            ),
-            "v2 only" => format!("v2,{digest}"),
-            "three-part entry skipped" => format!("v1,{digest},extra {good}"),
-            "empty entries skipped" => format!("  {good}"),
-            "signature of another id" => {
-                secret.sign("msg_someone_else", stamp, case.body.as_bytes())
-            }
-            _ => good,
-        };
-        if case.name == "body changed after signing" {
-            case.body = case.body.replace("directory.created", "directory.deleted");
-        }
+    Case {
+        name,
+        event_id,
+        timestamp: timestamp.to_string(),
+        signature,
+        body: sent_body.to_owned(),
+        authentic,
     }
-    cases
 }
 
-fn sdk_verdicts(cases: &[Case]) -> Vec<bool> {
+fn cases() -> Vec<Case> {
+    let ts = now();
+    let body = event_body("directory.created", "conn-sdk");
+    let tampered = body.replace("directory.created", "directory.deleted");
+    let utf8 = r#"{"event_type":"test","data":{"name":"Zoë Ünal 山田"}}"#;
+    vec![
+        case("valid v1", Signing::Valid, ts, &body, &body, true),
+        case(
+            "wrong secret",
+            Signing::OtherSecret,
+            ts,
+            &body,
+            &body,
+            false,
+        ),
+        case(
+            "rotation: unknown then valid",
+            Signing::UnknownThenValid,
+            ts,
+            &body,
+            &body,
+            true,
+        ),
+        case("v2 only", Signing::V2Only, ts, &body, &body, false),
+        case(
+            "three-part entry skipped",
+            Signing::ThreePartThenValid,
+            ts,
+            &body,
+            &body,
+            true,
+        ),
+        case(
+            "empty entries skipped",
+            Signing::BlanksThenValid,
+            ts,
+            &body,
+            &body,
+            true,
+        ),
+        case(
+            "body changed after signing",
+            Signing::Valid,
+            ts,
+            &body,
+            &tampered,
+            false,
+        ),
+        case("1000 s old", Signing::Valid, ts - 1000, &body, &body, false),
+        case(
+            "1000 s ahead",
+            Signing::Valid,
+            ts + 1000,
+            &body,
+            &body,
+            false,
+        ),
+        case(
+            "multi-byte UTF-8 body",
+            Signing::Valid,
+            ts,
+            utf8,
+            utf8,
+            true,
+        ),
+        case(
+            "signature of another id",
+            Signing::OfAnotherId,
+            ts,
+            &body,
+            &body,
+            false,
+        ),
+    ]
+}
+
+/// The SDK's verdict on each case, by case name: `true` when it accepts.
+fn sdk_verdicts(cases: &[Case]) -> Vec<(String, bool)> {
     let input: Vec<_> = cases
         .iter()
         .map(|case| {
             json!({
+                "name": case.name,
                 "secret": SECRET,
                 "headers": {
                     "finch-event-id": case.event_id,
@@ -152,8 +189,19 @@ fn sdk_verdicts(cases: &[Case]) -> Vec<bool> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let verdicts: Vec<String> = serde_json::from_slice(&output.stdout).unwrap();
-    verdicts.into_iter().map(|v| v == "accept").collect()
+    let answers: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    answers
+        .into_iter()
+        .map(|answer| {
+            let name = answer["name"].as_str().expect("each answer names its case");
+            let accepts = match answer["verdict"].as_str() {
+                Some("accept") => true,
+                Some("reject") => false,
+                other => panic!("SDK verdict on '{name}' is {other:?}, not accept or reject"),
+            };
+            (name.to_owned(), accepts)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,10 +213,19 @@ async fn ingress_and_official_sdk_agree_on_every_delivery() {
             .await
             .unwrap()
     };
+    let answered: Vec<&str> = sdk.iter().map(|(name, _)| name.as_str()).collect();
+    let asked: Vec<&str> = cases.iter().map(|case| case.name).collect();
+    assert_eq!(answered, asked, "the SDK answers every case, in order");
 
     let env = TestEnv::new().await;
     let ingress = TestIngress::start(&env, &[]).await;
-    for (case, sdk_accepts) in cases.iter().zip(sdk) {
+    let mut accepted = 0;
+    for (case, (_, sdk_accepts)) in cases.iter().zip(sdk) {
+        assert_eq!(
+            sdk_accepts, case.authentic,
+            "SDK verdict on '{}'",
+            case.name
+        );
         let response = ingress
             .deliver_raw(
                 &case.event_id,
@@ -177,18 +234,14 @@ async fn ingress_and_official_sdk_agree_on_every_delivery() {
                 case.body.clone(),
             )
             .await;
-        let ingress_accepts = response.status() == 200;
         assert_eq!(
-            sdk_accepts, case.authentic,
-            "SDK verdict on '{}'",
-            case.name
-        );
-        assert_eq!(
-            ingress_accepts,
+            response.status() == 200,
             case.authentic,
             "ingress verdict on '{}': {}",
             case.name,
             response.status()
         );
+        accepted += i64::from(case.authentic);
     }
+    assert_eq!(row_count(&ingress.pool).await, accepted);
 }

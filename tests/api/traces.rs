@@ -107,7 +107,7 @@ async fn one_webhook_is_one_trace_from_the_ingress_to_the_workers_finch_call() {
     let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
     let seeded = &emulator.connections()[0];
     let token = secrecy::SecretString::from(seeded.access_token.clone());
-    finch_webhooks::ops::connections::add(&ingress.pool, &config.token_key, &finch, &token)
+    finch_webhooks::ops::connections::add(&ingress.pool, &config.token_keys, &finch, &token)
         .await
         .unwrap();
     let worker = crate::worker::TestWorker::start(settings).await;

@@ -83,7 +83,9 @@ async fn count_and_tag(State(shared): State<AppState>, request: Request, next: N
             .get::<MatchedPath>()
             .map_or("(unmatched)", MatchedPath::as_str)
     );
+    let in_flight = InFlight::enter(&shared.stats.in_flight);
     let mut response = next.run(request).await;
+    drop(in_flight);
     shared
         .stats
         .record_request(route, response.status().as_u16());
@@ -93,6 +95,23 @@ async fn count_and_tag(State(shared): State<AppState>, request: Request, next: N
         HeaderValue::from_str(&id).expect("a uuid is a valid header value"),
     );
     response
+}
+
+/// Counts a request as in flight until it is answered or its client goes
+/// away (which drops the handler mid-way).
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicU64) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Finch requires `Finch-API-Version` on every request; the emulator's own

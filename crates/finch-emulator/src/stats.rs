@@ -27,6 +27,8 @@ pub struct Stats {
     pub(crate) webhooks_retried: AtomicU64,
     pub(crate) webhooks_failed: AtomicU64,
     pub(crate) webhooks_duplicated: AtomicU64,
+    /// Requests received and not answered yet (nor abandoned by their client).
+    pub(crate) in_flight: AtomicU64,
 }
 
 /// A point-in-time copy of the counters, as `/_emulator/stats` serves it.
@@ -54,6 +56,10 @@ pub struct StatsSnapshot {
     /// Data syncs that ran (successful or not).
     pub syncs: u64,
     pub webhooks: WebhookStats,
+    /// API requests received and not answered yet: lets a test act while
+    /// a client's request is provably under way.
+    #[serde(default)]
+    pub in_flight: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +134,7 @@ impl Stats {
             injected_500: load(&self.faults_500),
             injected_502: load(&self.faults_502),
             syncs: load(&self.syncs),
+            in_flight: load(&self.in_flight),
             webhooks: WebhookStats {
                 emitted: load(&self.events_emitted),
                 attempts: load(&self.deliveries_attempted),
