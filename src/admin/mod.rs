@@ -7,6 +7,7 @@
 //! and is of use only to someone who may call them.
 
 mod auth;
+mod connections;
 mod dlq;
 mod error;
 mod events;
@@ -62,6 +63,8 @@ pub fn router(
         .route("/admin/dlq/purge", post(dlq::purge))
         .route("/admin/dlq/{event_id}", get(dlq::show))
         .route("/admin/events/{event_id}", get(events::show))
+        .route("/admin/connections", get(connections::list))
+        .route("/admin/connections/{connection_id}", get(connections::show))
         .route("/admin/openapi.json", get(openapi))
         // route_layer: only matched routes ask for the token; the rest 404.
         .route_layer(middleware::from_fn_with_state(
@@ -122,9 +125,18 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[openapi(
     info(
         title = "finch-webhooks admin API",
-        description = "Dead-letter queue and event lookups. Every route needs `Authorization: Bearer <ADMIN_TOKEN>`."
+        description = "Dead-letter queue, event lookups and connections' sync status. Every route needs `Authorization: Bearer <ADMIN_TOKEN>`."
     ),
-    paths(dlq::list, dlq::show, dlq::replay, dlq::purge, events::show, openapi),
+    paths(
+        dlq::list,
+        dlq::show,
+        dlq::replay,
+        dlq::purge,
+        events::show,
+        connections::list,
+        connections::show,
+        openapi
+    ),
     modifiers(&BearerAuth, &FilterExtended)
 )]
 pub struct AdminApi;
