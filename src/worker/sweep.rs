@@ -87,8 +87,7 @@ async fn tick_once(ctx: &Context) -> Result<(), StoreError> {
     for due in sweeps::due(&ctx.pool, per_tick).await? {
         if due.kind == "assisted" {
             check_assisted(ctx, &due).await?;
-        } else {
-            queue_sweep(ctx, &due.connection_id).await;
+        } else if queue_sweep(ctx, &due.connection_id).await {
             sweeps::advance(&ctx.pool, &due.connection_id, fleet.sweep_every, true).await?;
         }
     }
@@ -129,20 +128,23 @@ async fn check_assisted(ctx: &Context, due: &Due) -> Result<(), StoreError> {
             false
         }
     };
-    if refreshed {
-        queue_sweep(ctx, &due.connection_id).await;
+    let queued = refreshed && queue_sweep(ctx, &due.connection_id).await;
+    if refreshed && !queued {
+        // Asked again at the next tick.
+        return Ok(());
     }
-    sweeps::advance(&ctx.pool, &due.connection_id, every, refreshed).await
+    sweeps::advance(&ctx.pool, &due.connection_id, every, queued).await
 }
 
-/// Queues a sweep message for any worker to run.
-async fn queue_sweep(ctx: &Context, connection_id: &str) {
+/// Queues a sweep message for any worker to run; false if the broker did
+/// not take it (the slot stays due).
+async fn queue_sweep(ctx: &Context, connection_id: &str) -> bool {
     let Some(publisher) = ctx.publisher.borrow().clone() else {
         tracing::warn!(
             connection_id,
-            "no broker connection; the sweep waits for the next slot"
+            "no broker connection; the sweep waits for the next tick"
         );
-        return;
+        return false;
     };
     let body = json!({
         "connection_id": connection_id,
@@ -157,9 +159,12 @@ async fn queue_sweep(ctx: &Context, connection_id: &str) {
         dead_letter_reason: None,
         traceparent: None,
     };
+    let mut queued = true;
     for outcome in publisher.publish_all(std::slice::from_ref(&event)).await {
         if let Err(error) = outcome {
             tracing::warn!(%error, connection_id, "could not queue a sweep");
+            queued = false;
         }
     }
+    queued
 }

@@ -576,12 +576,17 @@ async fn a_lost_webhook_is_repaired_by_the_next_sweep() {
         employees: 3,
         sync_duration: Duration::from_millis(50),
         pay_statement_delay: Duration::ZERO,
-        history_start: (chrono::Utc::now() - chrono::Duration::days(40)).date_naive(),
+        history_start: (chrono::Utc::now() - chrono::Duration::days(100)).date_naive(),
+        rate_limit_scale: 0.0,
         ..EmulatorConfig::default()
     })
     .await;
     let (connection_id, token) = fleet.connection(0);
-    let worker = TestWorker::start(fleet.settings(&[])).await;
+    // Two payments a request: rereading every payment's statements would
+    // show. The budget is ample, so the sweep need not wait for the reserve.
+    let batch = ("pay_statement_batch_max", "2");
+    let ample = ("rate_limit_pay_statement", "1000");
+    let worker = TestWorker::start(fleet.settings(&[batch, ample])).await;
     let first = fleet.full_sync(&connection_id).await;
     fleet.all_processed(&first).await;
     let payments_before = fleet.people("finch_payments", &connection_id).await;
@@ -622,7 +627,7 @@ async fn a_lost_webhook_is_repaired_by_the_next_sweep() {
         .execute(&fleet.pool)
         .await
         .unwrap();
-    let worker = TestWorker::start(fleet.settings(&[("sweep_every", "1h")])).await;
+    let worker = TestWorker::start(fleet.settings(&[("sweep_every", "1h"), batch, ample])).await;
     eventually(
         Duration::from_secs(60),
         "the sweep finds the hire and the payrun",
@@ -770,4 +775,99 @@ async fn two_worker_processes_share_one_scheduler_and_one_budget_and_hand_over_w
     .await;
     a.kill().await.ok();
     b.kill().await.ok();
+}
+
+#[tokio::test]
+async fn sync_status_shows_each_products_reads_and_the_park_in_the_cli_and_the_admin_api() {
+    let fleet = Fleet::new(EmulatorConfig {
+        connections: 2,
+        employees: 2,
+        pay_statement_delay: Duration::ZERO,
+        history_start: (chrono::Utc::now() - chrono::Duration::days(20)).date_naive(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (synced, _) = fleet.connection(0);
+    let (parked, parked_token) = fleet.connection(1);
+    fleet.set_status(&parked_token, "pending").await;
+    let worker = TestWorker::start(fleet.settings(&[])).await;
+    let mut ids = fleet.full_sync(&synced).await;
+    ids.extend(fleet.full_sync(&parked).await);
+    fleet.all_processed(&ids).await;
+    worker.stop().await;
+
+    let (ok, stdout, stderr) =
+        crate::helpers::run(&fleet.env, &["connections", "show", &synced, "--json"]).await;
+    assert!(ok, "{stderr}");
+    let status: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["sync_state"], "syncing");
+    assert!(status["next_sweep_at"].is_null() || status["next_sweep_at"].is_string());
+    let products: Vec<&str> = status["products_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|mark| mark["product"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        products,
+        [
+            "company",
+            "directory",
+            "employment",
+            "individual",
+            "pay-statement",
+            "payment"
+        ]
+    );
+    for mark in status["products_status"].as_array().unwrap() {
+        assert!(mark["last_success_at"].is_string(), "{mark}");
+        assert!(
+            mark["data_retrieved_at"].is_string(),
+            "Finch-Data-Retrieved: {mark}"
+        );
+    }
+    let payments = &status["products_status"][5];
+    assert!(payments["read_through"].is_string(), "{payments}");
+
+    let (ok, stdout, _) = crate::helpers::run(&fleet.env, &["connections", "list"]).await;
+    assert!(ok);
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with(&parked))
+        .unwrap();
+    assert!(line.contains("parked"), "{line}");
+    assert!(line.contains("pending since"), "{line}");
+
+    let token = "an-admin-token-long-enough";
+    let ingress = crate::helpers::TestIngress::start(&fleet.env, &[("admin_token", token)]).await;
+    let response = reqwest::Client::new()
+        .get(ingress.url(&format!("/admin/connections/{parked}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(status["sync_state"], "parked");
+    assert_eq!(status["parked_reason"], "pending");
+    assert!(status["parked_at"].is_string());
+    assert!(status["resume_at"].is_string());
+    assert!(status["last_error"].as_str().unwrap().contains("202"));
+    assert!(status.get("access_token").is_none());
+    let response = reqwest::Client::new()
+        .get(ingress.url("/admin/connections"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let all: Vec<Value> = response.json().await.unwrap();
+    assert_eq!(all.len(), 2);
+    let missing = reqwest::Client::new()
+        .get(ingress.url("/admin/connections/nobody"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    ingress.stop().await;
 }
