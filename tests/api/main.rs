@@ -5,6 +5,7 @@ mod cli;
 mod connections;
 mod dlq;
 mod emulator;
+mod emulator_fleet;
 mod fleet;
 mod helpers;
 mod ingress;

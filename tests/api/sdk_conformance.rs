@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use finch_emulator::{Emulator, EmulatorConfig};
+use finch_emulator::{ConnectionSpec, Emulator, EmulatorConfig, FaultKind, FaultScope};
 use serde_json::{json, Value};
 
 use crate::emulator::{Capture, Delivery};
@@ -149,6 +149,22 @@ async fn official_python_sdk_parses_every_response() {
         .map(delivery_json)
         .collect();
 
+    // Multi-entity reads, introspect's entities and last sync, and a 429 body.
+    let multi = emulator
+        .add_connection(ConnectionSpec {
+            entities: 3,
+            ..ConnectionSpec::assisted(12)
+        })
+        .unwrap();
+    let limited = emulator
+        .add_connection(ConnectionSpec::automated(2))
+        .unwrap();
+    emulator.inject_fault(
+        FaultScope::Connection(limited.connection_id.clone()),
+        FaultKind::UpstreamRateLimit,
+        Duration::from_secs(3600),
+    );
+
     let dir = tempfile::tempdir().unwrap();
     let settings = dir.path().join("settings.json");
     std::fs::write(
@@ -161,6 +177,12 @@ async fn official_python_sdk_parses_every_response() {
             "webhook_secret": emulator.webhook_secrets()[0],
             "employees": 20,
             "deliveries": samples,
+            "multi_entity": {
+                "access_token": multi.access_token,
+                "entity_ids": multi.entity_ids,
+                "employees": 12,
+            },
+            "rate_limited": limited.access_token,
         }))
         .unwrap(),
     )

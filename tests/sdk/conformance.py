@@ -3,8 +3,10 @@
 Usage: conformance.py BASE_URL SETTINGS_JSON
 
 SETTINGS_JSON names a file holding access_token, authorization_code,
-client_id, client_secret, webhook_secret, employees and deliveries (captured
-webhook deliveries: headers and raw body). Every response is parsed with strict
+client_id, client_secret, webhook_secret, employees, deliveries (captured
+webhook deliveries: headers and raw body), multi_entity (access_token,
+entity_ids and employees of a multi-entity connection) and rate_limited (the
+access_token of a connection under an injected upstream rate limit). Every response is parsed with strict
 validation, so a field of the wrong shape fails the run. Exits non-zero on the
 first SDK error.
 """
@@ -14,7 +16,7 @@ import json
 import sys
 import time
 
-from finch import Finch, NotFoundError, AuthenticationError
+from finch import Finch, NotFoundError, AuthenticationError, BadRequestError, RateLimitError
 from finch import types as finch_types
 from finch.types.hris import IndividualResponse, EmploymentDataResponse, PayStatementResponse
 from finch.types.hris.pay_statement_data import PayStatementData
@@ -185,6 +187,42 @@ def main():
         EVENT_TYPES[parsed["event_type"].split(".")[0]].model_validate(parsed)
         step(f"webhooks.unwrap: {event.event_type}")
     assert settings["deliveries"], "at least one delivery was captured"
+
+    multi = settings["multi_entity"]
+    me = client(base_url, settings, access_token=multi["access_token"])
+    try:
+        me.hris.directory.list()
+        raise AssertionError("a multi-entity read without entity_ids must be refused")
+    except BadRequestError as error:
+        assert error.status_code == 400 and error.body["name"] == "invalid_request_error", error.body
+    people = 0
+    for entity_id in multi["entity_ids"]:
+        ids = [p.id for p in me.hris.directory.list(entity_ids=[entity_id], limit=3)]
+        people += len(ids)
+        assert me.hris.company.retrieve(entity_ids=[entity_id]).id
+        requests = [{"individual_id": i} for i in ids]
+        if requests:
+            assert all(r.code == 200 for r in me.hris.individuals.retrieve_many(requests=requests, entity_ids=[entity_id]))
+            assert all(r.code == 200 for r in me.hris.employments.retrieve_many(requests=requests, entity_ids=[entity_id]))
+        entity_payments = list(me.hris.payments.list(start_date="2020-01-01", end_date=today.isoformat(), entity_ids=[entity_id]))
+        assert entity_payments, "each entity runs payroll"
+        responses = list(me.hris.pay_statements.retrieve_many(requests=[{"payment_id": entity_payments[-1].id}], entity_ids=[entity_id]))
+        assert responses[0].code == 200, responses[0]
+    assert people == multi["employees"], people
+    multi_introspection = me.account.introspect()
+    assert [e.id for e in multi_introspection.entities] == multi["entity_ids"], multi_introspection.entities
+    method = multi_introspection.authentication_methods[0]
+    assert method.type == "assisted" and method.connection_status.last_successful_sync is not None, method
+    step(f"multi-entity: entity_ids on every product, {len(multi['entity_ids'])} entities in introspect")
+
+    limited = client(base_url, settings, access_token=settings["rate_limited"])
+    try:
+        limited.hris.company.retrieve()
+        raise AssertionError("the injected rate limit must answer 429")
+    except RateLimitError as error:
+        assert error.status_code == 429 and error.body["finch_code"] == "upstream_rate_limit_exceeded", error.body
+        assert int(error.response.headers["retry-after"]) >= 1
+    step("429 upstream_rate_limit_exceeded with Retry-After")
 
     assert sb.account.disconnect().status == "success"
     try:

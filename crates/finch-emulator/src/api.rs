@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -16,8 +16,9 @@ use finch_core::Product;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::ratelimit::Limited;
 use super::state::{iso, Connection, Shared};
-use super::{data, management, sandbox};
+use super::{control, data, management, sandbox};
 
 pub type AppState = Arc<Shared>;
 
@@ -58,6 +59,7 @@ pub fn router(shared: AppState) -> Router {
         .route("/_emulator/stats", get(management::stats))
         .route("/_emulator/authorize", post(management::authorize))
         .route("/_emulator/test-webhook", post(management::test_webhook))
+        .merge(control::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(require_api_version))
         .layer(middleware::from_fn_with_state(
@@ -159,14 +161,56 @@ pub fn require_client(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiErr
     }
 }
 
+/// Who a data request reads as: the connection, and the entity it named.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub connection_id: String,
+    /// Index into the connection's entity ids; `None` reads every entity
+    /// (only single-entity connections may leave it out).
+    pub entity: Option<usize>,
+}
+
+/// The `entity_ids` a request names: `entity_ids[]=` as the official SDK
+/// sends them, or plain repeated `entity_ids=`.
+fn requested_entities(uri: &Uri) -> Vec<String> {
+    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == "entity_ids" || key == "entity_ids[]")
+        .map(|(_, value)| value.into_owned())
+        .collect()
+}
+
+/// Finch's rule, as the SDK documents it: exactly one entity id per request,
+/// required when the connection has more than one entity, optional otherwise.
+fn entity_of(connection: &Connection, uri: &Uri) -> Result<Option<usize>, ApiError> {
+    let requested = requested_entities(uri);
+    match requested.as_slice() {
+        [] if connection.entity_ids.len() > 1 => Err(ApiError::entity_required(
+            "`entity_ids` is required for a connection with more than one entity",
+        )),
+        [] => Ok(None),
+        [one] => connection
+            .entity_ids
+            .iter()
+            .position(|e| e == one)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::entity_required(format!("`entity_ids` names an unknown entity '{one}'"))
+            }),
+        _ => Err(ApiError::entity_required(
+            "`entity_ids` accepts a maximum of one entity id per request",
+        )),
+    }
+}
+
 /// Everything a `/employer/*` request passes before it sees data, in the
-/// order Finch applies it: token, product scope, application rate limit,
-/// provider faults, then the connection's state.
+/// order Finch applies it: token, product scope, rate limits, injected
+/// faults, then the connection's state and the entity it names.
 pub async fn data_access(
     shared: &Shared,
     headers: &HeaderMap,
+    uri: &Uri,
     product: Product,
-) -> Result<String, ApiError> {
+) -> Result<Access, ApiError> {
     let connection_id = token_connection(shared, headers)?;
     {
         let world = shared.world();
@@ -178,9 +222,22 @@ pub async fn data_access(
             return Err(ApiError::insufficient_scope(product));
         }
     }
-    if !shared.limiter.check(product) {
-        shared.stats.record_rate_limited(product);
-        return Err(ApiError::rate_limited());
+    shared.stats.record_data_request(product, &connection_id);
+    let now = shared.now();
+    if let Err(limited) = shared.limiter.check(product, now) {
+        let (code, wait) = match limited {
+            Limited::Application(wait) => ("finch_application_rl", wait),
+            Limited::Ip(wait) => ("finch_api_ip_rl", wait),
+        };
+        shared.stats.record_rate_limited(product, code);
+        return Err(ApiError::rate_limited(code, shared.scaled(wait)));
+    }
+    if let Some((kind, until)) = shared.faults.hit(now, product, &connection_id) {
+        let error = kind.error(shared.scaled((until - now).to_std().unwrap_or_default()));
+        if let Some(code) = error.finch_code.filter(|_| error.status.as_u16() == 429) {
+            shared.stats.record_rate_limited(product, code);
+        }
+        return Err(error);
     }
     if !shared.config.latency.is_zero() {
         tokio::time::sleep(shared.config.latency).await;
@@ -204,7 +261,11 @@ pub async fn data_access(
     if connection.synced.is_none() {
         return Err(ApiError::authorization_pending());
     }
-    Ok(connection_id)
+    let entity = entity_of(connection, uri)?;
+    Ok(Access {
+        connection_id,
+        entity,
+    })
 }
 
 /// `Finch-Data-Retrieved` and the last-attempt headers of a data response.

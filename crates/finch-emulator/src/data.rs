@@ -1,19 +1,17 @@
 //! `/employer/*`: the synced data, with Finch's paging and batch semantics.
 
+use super::api::{data_access, data_headers, AppState, FinchJson};
+use super::error::{data_sync_in_progress, item_not_found, ApiError};
+use super::model::{Dataset, Person};
+use super::state::{Connection, World};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::NaiveDate;
 use finch_core::Product;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::time::Instant;
-
-use super::api::{data_access, data_headers, AppState, FinchJson};
-use super::error::{data_sync_in_progress, item_not_found, ApiError};
-use super::model::Dataset;
-use super::state::{Connection, World};
 
 /// Most payment ids one pay-statement request may carry.
 const MAX_PAY_STATEMENT_REQUESTS: usize = 10;
@@ -37,13 +35,33 @@ fn respond(connection: &Connection, body: Value) -> Response {
     (data_headers(connection), Json(body)).into_response()
 }
 
+/// The part of a connection's data one request may see: everything, or one
+/// entity's people and payments when the request names an entity.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub connection: &'a Connection,
+    pub entity: Option<usize>,
+}
+
+impl View<'_> {
+    pub fn sees_person(&self, person: &Person) -> bool {
+        self.entity
+            .is_none_or(|e| self.connection.entity_of_person(person.id()) == e)
+    }
+
+    pub fn sees_entity(&self, entity: usize) -> bool {
+        self.entity.is_none_or(|e| e == entity)
+    }
+}
+
 pub async fn company(
     State(shared): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, Product::Company).await?;
+    let access = data_access(&shared, &headers, &uri, Product::Company).await?;
     let world = shared.world();
-    let (connection, data) = synced(&world, &id)?;
+    let (connection, data) = synced(&world, &access.connection_id)?;
     Ok(respond(connection, json!(data.company)))
 }
 
@@ -63,15 +81,20 @@ fn number(value: Option<&str>, name: &str, default: usize) -> Result<usize, ApiE
 pub async fn directory(
     State(shared): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     Query(paging): Query<Paging>,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, Product::Directory).await?;
+    let access = data_access(&shared, &headers, &uri, Product::Directory).await?;
     let limit = number(paging.limit.as_deref(), "limit", 100)?.min(10_000);
     let offset = number(paging.offset.as_deref(), "offset", 0)?;
     let world = shared.world();
-    let (connection, data) = synced(&world, &id)?;
-    let individuals: Vec<_> = data
-        .people
+    let (connection, data) = synced(&world, &access.connection_id)?;
+    let view = View {
+        connection,
+        entity: access.entity,
+    };
+    let people: Vec<&Person> = data.people.iter().filter(|p| view.sees_person(p)).collect();
+    let individuals: Vec<_> = people
         .iter()
         .skip(offset)
         .take(limit)
@@ -81,7 +104,7 @@ pub async fn directory(
         connection,
         json!({
             "individuals": individuals,
-            "paging": { "count": data.people.len(), "offset": offset },
+            "paging": { "count": people.len(), "offset": offset },
         }),
     ))
 }
@@ -107,11 +130,16 @@ pub struct IndividualOptions {
 pub async fn individuals(
     State(shared): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     FinchJson(body): FinchJson<IndividualRequests>,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, Product::Individual).await?;
+    let access = data_access(&shared, &headers, &uri, Product::Individual).await?;
     let world = shared.world();
-    let (connection, data) = synced(&world, &id)?;
+    let (connection, data) = synced(&world, &access.connection_id)?;
+    let view = View {
+        connection,
+        entity: access.entity,
+    };
     let with_ssn = connection.has_product("ssn")
         && body
             .options
@@ -120,13 +148,15 @@ pub async fn individuals(
             .iter()
             .any(|i| i == "ssn");
     let responses = per_individual(&body.requests, |individual_id| {
-        data.person(individual_id).map(|person| {
-            let mut individual = person.individual.clone();
-            if !with_ssn {
-                individual.ssn = None;
-            }
-            json!(individual)
-        })
+        data.person(individual_id)
+            .filter(|p| view.sees_person(p))
+            .map(|person| {
+                let mut individual = person.individual.clone();
+                if !with_ssn {
+                    individual.ssn = None;
+                }
+                json!(individual)
+            })
     });
     Ok(respond(connection, json!({ "responses": responses })))
 }
@@ -139,13 +169,19 @@ pub struct EmploymentRequests {
 pub async fn employments(
     State(shared): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     FinchJson(body): FinchJson<EmploymentRequests>,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, Product::Employment).await?;
+    let access = data_access(&shared, &headers, &uri, Product::Employment).await?;
     let world = shared.world();
-    let (connection, data) = synced(&world, &id)?;
+    let (connection, data) = synced(&world, &access.connection_id)?;
+    let view = View {
+        connection,
+        entity: access.entity,
+    };
     let responses = per_individual(&body.requests, |individual_id| {
         data.person(individual_id)
+            .filter(|p| view.sees_person(p))
             .map(|person| json!(person.employment))
     });
     Ok(respond(connection, json!({ "responses": responses })))
@@ -186,16 +222,22 @@ fn required_date(value: Option<&str>, name: &str) -> Result<NaiveDate, ApiError>
 pub async fn payments(
     State(shared): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     Query(range): Query<DateRange>,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, Product::Payment).await?;
+    let access = data_access(&shared, &headers, &uri, Product::Payment).await?;
     let start = required_date(range.start_date.as_deref(), "start_date")?;
     let end = required_date(range.end_date.as_deref(), "end_date")?;
     let world = shared.world();
-    let (connection, data) = synced(&world, &id)?;
+    let (connection, data) = synced(&world, &access.connection_id)?;
+    let view = View {
+        connection,
+        entity: access.entity,
+    };
     let payments: Vec<_> = data
         .payments
         .iter()
+        .filter(|r| view.sees_entity(r.entity))
         .filter(|r| {
             r.payment
                 .pay_date
@@ -222,22 +264,30 @@ pub struct PayStatementRequest {
 pub async fn pay_statements(
     State(shared): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     FinchJson(body): FinchJson<PayStatementRequests>,
 ) -> Result<Response, ApiError> {
-    let id = data_access(&shared, &headers, Product::PayStatement).await?;
+    let access = data_access(&shared, &headers, &uri, Product::PayStatement).await?;
     if body.requests.len() > MAX_PAY_STATEMENT_REQUESTS {
         return Err(ApiError::bad_request(format!(
             "At most {MAX_PAY_STATEMENT_REQUESTS} payment ids per request"
         )));
     }
+    let now = shared.now();
     let world = shared.world();
-    let (connection, data) = synced(&world, &id)?;
-    let now = Instant::now();
+    let (connection, data) = synced(&world, &access.connection_id)?;
+    let view = View {
+        connection,
+        entity: access.entity,
+    };
     let responses: Vec<Value> = body
         .requests
         .iter()
         .map(|r| {
-            let Some(record) = data.payment(&r.payment_id) else {
+            let Some(record) = data
+                .payment(&r.payment_id)
+                .filter(|r| view.sees_entity(r.entity))
+            else {
                 return json!({
                     "payment_id": r.payment_id,
                     "code": 404,

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub name: &'static str,
     pub finch_code: Option<&'static str>,
     pub message: String,
+    /// Wall-clock wait sent as `Retry-After` (whole seconds, at least 1).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             name,
             finch_code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -38,6 +41,11 @@ impl ApiError {
         });
         if let Some(code) = self.finch_code {
             body["finch_code"] = json!(code);
+        }
+        // Finch's 429 bodies also carry the status twice more (Rate Limits guide).
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            body["statusCode"] = json!(429);
+            body["status"] = json!(429);
         }
         body
     }
@@ -145,12 +153,29 @@ impl ApiError {
         )
     }
 
-    pub fn rate_limited() -> Self {
-        Self::new(
+    /// A 429 with the `finch_code` of its kind and a wall-clock `Retry-After`.
+    pub fn rate_limited(finch_code: &'static str, retry_after: std::time::Duration) -> Self {
+        let mut error = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_exceeded_error",
-            Some("finch_application_rl"),
-            "Too many requests for token",
+            Some(finch_code),
+            if finch_code == "upstream_rate_limit_exceeded" {
+                "The upstream provider's rate limit was exceeded"
+            } else {
+                "Too many requests for token"
+            },
+        );
+        error.retry_after = Some(retry_after);
+        error
+    }
+
+    /// What a multi-entity connection answers a read that names no (or an unknown) entity.
+    pub fn entity_required(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("invalid_request"),
+            message,
         )
     }
 
@@ -175,7 +200,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 

@@ -20,16 +20,24 @@
 
 mod api;
 mod args;
+mod changelog;
+mod churn;
+mod clock;
+mod control;
 mod data;
 mod error;
+mod faults;
+mod fleet;
 mod management;
 pub mod model;
 mod ratelimit;
 mod sandbox;
 pub mod seed;
 mod send;
+mod spec;
 mod state;
 mod stats;
+mod sync;
 mod webhooks;
 
 use std::future::Future;
@@ -38,18 +46,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use rand::SeedableRng;
 use subtle::ConstantTimeEq;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use args::EmulatorArgs;
+pub use changelog::ChangeRecord;
+pub use churn::Churn;
+pub use control::{AddedConnection, EntitySnapshot, ProviderChange, Snapshot};
 pub use error::ApiError;
+pub use faults::{Fault, FaultKind, FaultScope};
+pub use fleet::FleetMix;
 pub use send::{send, SendArgs};
+pub use spec::{ConnectionKind, ConnectionSpec, PayFrequency};
 pub use stats::{StatsSnapshot, WebhookStats};
 pub use webhooks::RETRY_SCHEDULE;
 
+use clock::FinchClock;
 use finch_core::signature::WebhookSecret;
 use ratelimit::RateLimiter;
 use state::{Shared, World};
@@ -84,9 +99,20 @@ pub struct EmulatorConfig {
     pub seed: u64,
     /// Seeded connections get bi-weekly payments from this date to today.
     pub history_start: NaiveDate,
-    /// Finch time runs this many times faster: divides sync durations,
-    /// pay-statement delays, the sync timer and the retry schedule.
+    /// Finch time runs this many times faster than the wall clock: sync
+    /// durations, pay-statement delays, refresh cadences, rate-limit windows,
+    /// `Retry-After` and the webhook retry schedule all follow it.
     pub time_scale: f64,
+    /// Finch time at start; now if unset.
+    pub start_at: Option<DateTime<Utc>>,
+    /// Finch time moves only through `advance` (`POST /_emulator/clock/advance`).
+    pub freeze_clock: bool,
+    /// Finch's refresh cadence of automated connections made from a spec.
+    pub automated_refresh: Duration,
+    /// Finch's refresh cadence of assisted connections made from a spec.
+    pub assisted_refresh: Duration,
+    /// How fast people change at the provider between refreshes.
+    pub churn: Churn,
     /// Multiplies the per-product rate limits; 0 turns them off.
     pub rate_limit_scale: f64,
     /// Added to every `/employer/*` request.
@@ -127,6 +153,11 @@ impl Default for EmulatorConfig {
             seed: 42,
             history_start: NaiveDate::from_ymd_opt(2024, 1, 1).expect("valid date"),
             time_scale: 1.0,
+            start_at: None,
+            freeze_clock: false,
+            automated_refresh: Duration::from_secs(24 * 3600),
+            assisted_refresh: Duration::from_secs(7 * 24 * 3600),
+            churn: Churn::default(),
             rate_limit_scale: 1.0,
             latency: Duration::ZERO,
             error_rate: 0.0,
@@ -180,6 +211,7 @@ pub struct SeededConnection {
     pub connection_id: String,
     pub company_id: String,
     pub account_id: String,
+    /// Seeded connections have one entity.
     pub entity_id: String,
     pub company_name: String,
     pub provider_id: String,
@@ -234,7 +266,15 @@ impl Emulator {
             stats.clone(),
             cancel.clone(),
         );
+        let clock = FinchClock::new(
+            config.start_at.unwrap_or_else(Utc::now),
+            config.time_scale,
+            config.freeze_clock,
+        );
         let shared = Arc::new(Shared {
+            clock,
+            faults: Default::default(),
+            changes: Default::default(),
             limiter: RateLimiter::new(config.rate_limit_scale),
             fault_rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed ^ 0xFA17)),
             config,
@@ -259,7 +299,7 @@ impl Emulator {
                     connection_id: created.connection_id,
                     company_id: created.company_id,
                     account_id: created.account_id,
-                    entity_id: created.entity_id,
+                    entity_id: created.entity_ids[0].clone(),
                     company_name: created.company_name,
                     provider_id,
                     access_token: created.access_token,
@@ -267,7 +307,7 @@ impl Emulator {
                 }
             })
             .collect();
-        shared.start_sync_timer();
+        shared.start_ticker();
 
         let app = api::router(shared.clone());
         let stop = cancel.clone();
@@ -332,6 +372,77 @@ impl RunningEmulator {
             Ok(ticket) => Ok(ticket.job_id),
             Err(_) => anyhow::bail!("no connection {connection_id}"),
         }
+    }
+
+    /// Finch time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.shared.now()
+    }
+
+    /// Moves Finch time forward by `by` and runs everything due meanwhile
+    /// (refreshes, first syncs, sync jobs), emitting their webhooks.
+    pub fn advance(&self, by: Duration) -> DateTime<Utc> {
+        self.shared.advance(by)
+    }
+
+    /// Adds a connection with its own kind, size, entities and payroll calendar.
+    pub fn add_connection(&self, spec: ConnectionSpec) -> anyhow::Result<AddedConnection> {
+        self.shared
+            .add_spec_connection(&spec)
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// Fails the requests in `scope` with `kind` for `lasting` (Finch time) from now.
+    pub fn inject_fault(&self, scope: FaultScope, kind: FaultKind, lasting: Duration) {
+        self.shared.inject_fault(scope, kind, lasting);
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// The item webhooks of the connection's next `changes` changes are lost.
+    pub fn lose_webhooks(&self, connection_id: &str, changes: usize) -> anyhow::Result<()> {
+        self.shared
+            .lose_webhooks(connection_id, changes)
+            .map_err(|e| anyhow::anyhow!(e.message))
+    }
+
+    /// Changes the provider; visible after the next sync or refresh. Returns
+    /// the id of what it created (a hire, a payment).
+    pub fn change_provider(
+        &self,
+        connection_id: &str,
+        change: ProviderChange,
+    ) -> anyhow::Result<Option<String>> {
+        self.shared
+            .change_provider(connection_id, &change)
+            .map_err(|e| anyhow::anyhow!(e.message))
+    }
+
+    /// Every person and payment gets a new id, served at once without item
+    /// webhooks; returns a new access token (the old one keeps working).
+    pub fn reconnect_with_new_ids(&self, connection_id: &str) -> anyhow::Result<String> {
+        self.shared
+            .reconnect_with_new_ids(connection_id)
+            .map_err(|e| anyhow::anyhow!(e.message))
+    }
+
+    /// What `/employer/*` serves for the connection now, every entity and product.
+    pub fn snapshot(&self, connection_id: &str) -> anyhow::Result<Snapshot> {
+        self.shared
+            .snapshot(connection_id)
+            .map_err(|e| anyhow::anyhow!(e.message))
+    }
+
+    /// Changes at Finch after position `since` (0 for all).
+    pub fn change_log(&self, since: u64) -> Vec<ChangeRecord> {
+        self.shared.changes.since(since)
+    }
+
+    /// Every connection id, in order of creation.
+    pub fn connection_ids(&self) -> Vec<String> {
+        self.shared.connection_ids()
     }
 
     /// Sends a `test` event for a connection (the first one if `None`) to every target.

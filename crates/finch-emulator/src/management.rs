@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 
 use super::api::{require_client, token_connection, AppState, FinchJson};
 use super::error::ApiError;
-use super::state::{default_products, iso, Job, NewConnection, Shared, SyncRefused};
+use super::state::{default_products, iso, Job, NewConnection, Shared};
+use super::sync::SyncRefused;
 
 #[derive(Debug, Deserialize)]
 pub struct TokenRequest {
@@ -51,7 +52,7 @@ pub async fn token(
         "connection_id": connection_id,
         "company_id": connection.source.company_id,
         "account_id": connection.source.account_id,
-        "entity_ids": [connection.entity_id],
+        "entity_ids": connection.entity_ids,
         "products": connection.products,
         "provider_id": connection.provider_id,
         "customer_id": null,
@@ -116,18 +117,28 @@ pub async fn introspect(
             "connection_status": status,
             "products": c.products,
         }],
-        "entities": [{
-            "id": c.entity_id,
-            "name": c.provider.company.legal_name,
+        "entities": c.entity_ids.iter().enumerate().map(|(i, id)| json!({
+            "id": id,
+            "name": entity_name(c.provider.company.legal_name.as_deref(), i, c.entity_ids.len()),
             "source_id": null,
             "status": c.status,
-        }],
+        })).collect::<Vec<_>>(),
         "manual": c.is_assisted(),
         "customer_id": null,
         "customer_name": null,
         "customer_email": null,
         "username": "good_user",
     })))
+}
+
+/// Entities of a multi-entity connection are told apart by a number after the company name.
+fn entity_name(company: Option<&str>, index: usize, entities: usize) -> Option<String> {
+    let company = company?;
+    Some(if entities > 1 {
+        format!("{company} ({})", index + 1)
+    } else {
+        company.to_owned()
+    })
 }
 
 pub async fn disconnect(

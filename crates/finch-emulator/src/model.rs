@@ -298,6 +298,8 @@ pub struct PayStatement {
 pub struct PaymentRecord {
     pub payment: Payment,
     pub statements: Vec<PayStatement>,
+    /// Index of the entity that ran this payroll in its connection's entity list.
+    pub entity: usize,
 }
 
 impl PaymentRecord {
@@ -340,6 +342,7 @@ impl PaymentRecord {
         Self {
             payment,
             statements,
+            entity: 0,
         }
     }
 }

@@ -17,6 +17,7 @@ use super::model::{
     Contribution, Deduction, Earning, Money, PayPeriod, PayStatement, PaymentRecord,
 };
 use super::seed::{self, PayRun};
+use super::spec::PayFrequency;
 use super::state::{default_products, Connection, NewConnection};
 
 const AUTH_TYPES: &[&str] = &["api_token", "assisted", "credential", "oauth"];
@@ -71,7 +72,7 @@ pub async fn create_connection(
         "connection_id": created.connection_id,
         "company_id": created.company_id,
         "account_id": created.account_id,
-        "entity_id": created.entity_id,
+        "entity_id": created.entity_ids[0],
         "authentication_type": spec.authentication_type,
         "products": spec.products,
         "provider_id": spec.provider_id,
@@ -83,7 +84,7 @@ fn account_json(c: &Connection) -> Value {
         "connection_id": c.source.connection_id,
         "company_id": c.source.company_id,
         "account_id": c.source.account_id,
-        "entity_id": c.entity_id,
+        "entity_id": c.entity_id(),
         "authentication_type": c.authentication_type,
         "products": c.products,
         "provider_id": c.provider_id,
@@ -423,6 +424,7 @@ pub async fn create_payment(
                 start,
                 end,
                 pay_date: end,
+                frequency: PayFrequency::BiWeekly,
             }
         }
     };

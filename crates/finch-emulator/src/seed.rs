@@ -11,6 +11,8 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 use super::model::*;
+use super::spec::PayFrequency;
+pub use super::spec::PayRun;
 
 const FIRST_NAMES: &[&str] = &[
     "Olivia",
@@ -640,44 +642,36 @@ pub fn new_hire(
     hire
 }
 
-/// A bi-weekly pay period ending on a Sunday and paid the following Friday.
-#[derive(Debug, Clone, Copy)]
-pub struct PayRun {
-    pub start: NaiveDate,
-    pub end: NaiveDate,
-    pub pay_date: NaiveDate,
-}
-
-impl PayRun {
-    pub fn debit_date(&self) -> NaiveDate {
-        self.pay_date - Days::days(2)
-    }
-
-    /// The period just closed, paid on `pay_date`.
-    pub fn paid_on(pay_date: NaiveDate) -> Self {
-        let end = pay_date - Days::days(5);
-        Self {
-            start: end - Days::days(13),
-            end,
-            pay_date,
+/// One everyday edit at the provider: a new title, a move within the same
+/// state (so tax withholding stays as it was) or a new phone number.
+pub fn edit(rng: &mut StdRng, person: &mut Person) {
+    match rng.random_range(0..3) {
+        0 => {
+            let (_, titles) = pick(rng, DEPARTMENTS);
+            person.employment.title = Some((*pick(rng, titles)).to_owned());
+        }
+        1 => {
+            if let Some(home) = person.individual.residence.as_mut() {
+                home.line1 = Some(format!(
+                    "{} {}",
+                    rng.random_range(10..9900),
+                    pick(rng, STREETS)
+                ));
+            }
+        }
+        _ => {
+            let area = rng.random_range(200..990);
+            person.individual.phone_numbers = Some(vec![PhoneNumber {
+                data: Some(format!("+1{area}{}", digits(rng, 7))),
+                kind: Some("personal".to_owned()),
+            }]);
         }
     }
 }
 
-/// Every bi-weekly pay date from `since` up to and including `today`.
+/// Every bi-weekly Friday pay run from `since` up to and including `today`.
 pub fn pay_runs(since: NaiveDate, today: NaiveDate) -> Vec<PayRun> {
-    // Anchor on a fixed Friday so the schedule does not depend on `since`'s weekday.
-    let anchor = NaiveDate::from_ymd_opt(2020, 1, 3).expect("valid date");
-    let mut pay_date = anchor;
-    while pay_date < since {
-        pay_date += Days::days(14);
-    }
-    let mut runs = Vec::new();
-    while pay_date <= today {
-        runs.push(PayRun::paid_on(pay_date));
-        pay_date += Days::days(14);
-    }
-    runs
+    PayFrequency::BiWeekly.pay_runs(0, since, today)
 }
 
 fn employed_during(person: &Person, run: &PayRun) -> bool {
@@ -693,7 +687,10 @@ fn pct(amount: i64, bps: i64) -> i64 {
 
 /// One person's pay statement for a regular pay run. Figures add up:
 /// net = gross - employee taxes - employee deductions.
-pub fn pay_statement(rng: &mut StdRng, person: &Person) -> PayStatement {
+pub fn pay_statement(rng: &mut StdRng, person: &Person, frequency: PayFrequency) -> PayStatement {
+    let periods = frequency.periods_per_year();
+    // Hours in one period of a 40-hour week.
+    let period_hours = (2080 / periods) as f64;
     let e = &person.employment;
     let income = e.income.clone();
     let unit = income
@@ -708,9 +705,9 @@ pub fn pay_statement(rng: &mut StdRng, person: &Person) -> PayStatement {
     let hours;
     if unit == "hourly" {
         let regular = if part_time {
-            f64::from(rng.random_range(40..60))
+            (f64::from(rng.random_range(50..75)) * period_hours / 100.0).round()
         } else {
-            80.0
+            period_hours
         };
         let overtime = if !part_time && rng.random_bool(0.3) {
             f64::from(rng.random_range(1..10))
@@ -735,7 +732,7 @@ pub fn pay_statement(rng: &mut StdRng, person: &Person) -> PayStatement {
             });
         }
     } else {
-        hours = 80.0;
+        hours = period_hours;
         earnings.push(Earning {
             name: if contractor {
                 "Contractor Payment"
@@ -744,9 +741,9 @@ pub fn pay_statement(rng: &mut StdRng, person: &Person) -> PayStatement {
             }
             .to_owned(),
             kind: if contractor { "1099" } else { "salary" }.to_owned(),
-            amount: rate / 26,
+            amount: rate / periods,
             currency: "usd",
-            hours: Some(80.0),
+            hours: Some(period_hours),
         });
     }
     if !contractor && rng.random_bool(0.05) {
@@ -872,9 +869,9 @@ pub fn payment(rng: &mut StdRng, people: &[Person], run: PayRun) -> PaymentRecor
     let statements = people
         .iter()
         .filter(|p| employed_during(p, &run))
-        .map(|p| pay_statement(rng, p))
+        .map(|p| pay_statement(rng, p, run.frequency))
         .collect();
-    PaymentRecord::from_statements(
+    let mut record = PaymentRecord::from_statements(
         id,
         PayPeriod {
             start_date: date(run.start),
@@ -883,7 +880,9 @@ pub fn payment(rng: &mut StdRng, people: &[Person], run: PayRun) -> PaymentRecor
         date(run.pay_date),
         date(run.debit_date()),
         statements,
-    )
+    );
+    record.payment.pay_frequencies = vec![run.frequency.as_str().to_owned()];
+    record
 }
 
 /// The seed stream of the payment paid on `pay_date`, so that a payment keeps its

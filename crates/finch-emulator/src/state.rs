@@ -1,23 +1,24 @@
 //! The emulated world: connections, their provider and synced states, tokens,
-//! authorization codes and jobs, and the data sync that turns differences
-//! between provider and synced state into webhook events.
+//! authorization codes and jobs.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use finch_core::Product;
 use rand::rngs::StdRng;
-use rand::Rng;
-use serde_json::{json, Value};
-use tokio::time::Instant;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::changelog::ChangeLog;
+use super::clock::{span, FinchClock};
 use super::error::ApiError;
+use super::faults::FaultBook;
 use super::model::{Dataset, PaymentRecord};
 use super::ratelimit::RateLimiter;
 use super::seed;
+use super::spec::{ConnectionKind, ConnectionSpec, PayFrequency};
 use super::stats::Stats;
 use super::webhooks::{Dispatcher, EventSource, Outgoing};
 use super::EmulatorConfig;
@@ -45,7 +46,8 @@ const RUNTIME_STREAMS: u64 = 1 << 20;
 #[derive(Debug)]
 pub struct Connection {
     pub source: EventSource,
-    pub entity_id: String,
+    /// One id per entity; more than one makes `entity_ids` mandatory on reads.
+    pub entity_ids: Vec<String>,
     pub provider_id: String,
     pub authentication_type: String,
     pub products: Vec<String>,
@@ -57,15 +59,26 @@ pub struct Connection {
     pub data_retrieved: Option<DateTime<Utc>>,
     pub last_attempt: Option<DateTime<Utc>>,
     pub last_result: &'static str,
-    /// Payments whose statements answer 202 until this instant.
-    pub statements_ready_at: HashMap<String, Instant>,
+    /// Payments whose statements answer 202 until this Finch time.
+    pub statements_ready_at: HashMap<String, DateTime<Utc>>,
     /// Generates the data sandbox calls add, so it too follows the seed.
     pub rng: StdRng,
     /// How the next `data_sync_all` jobs end (`PUT /sandbox/jobs/configuration`).
     pub job_completion: String,
-    /// Start times of recent refreshes, for the per-connection hourly quota.
-    pub refreshes: VecDeque<Instant>,
+    /// Start times (Finch time) of recent refreshes, for the per-connection hourly quota.
+    pub refreshes: VecDeque<DateTime<Utc>>,
     pub running_job: Option<String>,
+    /// Finch's own refresh cadence (24 h automated, 7 days assisted); `None`
+    /// for connections that only sync when asked, as in Finch's sandbox.
+    pub refresh_every: Option<std::time::Duration>,
+    /// The payroll calendar new payments follow at each refresh, with its stagger.
+    pub payroll: Option<(PayFrequency, u32)>,
+    /// Pay runs up to this day are in the provider already.
+    pub paid_through: NaiveDate,
+    /// Finch time of the last refresh, from which daily churn is counted.
+    pub last_refresh: DateTime<Utc>,
+    /// Item webhooks of this many coming changes are lost on the way.
+    pub lose_item_webhooks: usize,
 }
 
 impl Connection {
@@ -77,7 +90,17 @@ impl Connection {
         self.products.iter().any(|p| p == product)
     }
 
-    fn account_updated(&self) -> Outgoing {
+    pub fn entity_id(&self) -> &str {
+        &self.entity_ids[0]
+    }
+
+    /// Which entity a person belongs to: stable for the person's id, so
+    /// every read, snapshot and webhook agrees.
+    pub fn entity_of_person(&self, person_id: &str) -> usize {
+        entity_index(person_id, self.entity_ids.len())
+    }
+
+    pub fn account_updated(&self) -> Outgoing {
         Outgoing::new(
             &self.source,
             "account.updated",
@@ -96,6 +119,17 @@ pub struct TokenInfo {
     pub token_id: String,
 }
 
+/// FNV-1a over the id: a spread that does not depend on the process.
+pub fn entity_index(id: &str, entities: usize) -> usize {
+    if entities <= 1 {
+        return 0;
+    }
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % entities as u64) as usize
+}
+
 #[derive(Debug, Clone)]
 pub struct Job {
     pub job_id: String,
@@ -104,6 +138,17 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// Something that happens at a Finch time, without anyone asking.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Task {
+    /// A `data_sync_all` job ends.
+    FinishJob(String),
+    /// Finch's scheduled refresh of a connection (daily or weekly).
+    Refresh(String),
+    /// A first sync that answered 202 so far lands.
+    FirstSync(String),
 }
 
 #[derive(Debug, Default)]
@@ -115,7 +160,18 @@ pub struct World {
     /// Authorization code -> connection id; each code works once.
     pub codes: HashMap<String, String>,
     pub jobs: HashMap<String, Job>,
+    /// What is due when, in Finch time; `Shared::run_due` works through it.
+    pub agenda: BinaryHeap<Reverse<(DateTime<Utc>, u64, Task)>>,
+    /// Keeps agenda entries of the same time in the order they were added.
+    pub agenda_seq: u64,
     next_stream: u64,
+}
+
+impl World {
+    pub fn schedule(&mut self, at: DateTime<Utc>, task: Task) {
+        self.agenda_seq += 1;
+        self.agenda.push(Reverse((at, self.agenda_seq, task)));
+    }
 }
 
 /// What a new connection should look like.
@@ -133,14 +189,28 @@ pub struct Created {
     pub connection_id: String,
     pub company_id: String,
     pub account_id: String,
-    pub entity_id: String,
+    pub entity_ids: Vec<String>,
     pub company_name: String,
     pub access_token: String,
+}
+
+/// How a connection is built: from the seeded start-up set, a sandbox call,
+/// or a spec with its own calendar and cadence.
+enum Origin<'a> {
+    Seeded,
+    Sandbox,
+    Spec(&'a ConnectionSpec),
 }
 
 /// The running emulator's state, shared by handlers and background tasks.
 pub struct Shared {
     pub config: EmulatorConfig,
+    /// Finch time, for every schedule, delay and window.
+    pub clock: FinchClock,
+    /// Injected failures by scope and Finch-time window.
+    pub faults: FaultBook,
+    /// Every change that became visible at Finch, announced or not.
+    pub changes: ChangeLog,
     pub base_url: String,
     pub stats: Arc<Stats>,
     pub limiter: RateLimiter,
@@ -149,10 +219,6 @@ pub struct Shared {
     /// Drives fault injection, seeded so a benchmark run can be repeated.
     pub fault_rng: Mutex<StdRng>,
     pub cancel: CancellationToken,
-}
-
-pub fn now() -> DateTime<Utc> {
-    Utc::now()
 }
 
 pub fn iso(t: DateTime<Utc>) -> String {
@@ -171,8 +237,12 @@ impl Shared {
         self.world.lock().expect("world lock")
     }
 
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// Converts a Finch-time duration into the wall-clock time it takes here.
-    pub fn scaled(&self, finch_time: Duration) -> Duration {
+    pub fn scaled(&self, finch_time: std::time::Duration) -> std::time::Duration {
         finch_time.div_f64(self.config.time_scale)
     }
 
@@ -181,44 +251,74 @@ impl Shared {
     }
 
     pub fn today(&self) -> NaiveDate {
-        Utc::now().date_naive()
+        self.now().date_naive()
     }
 
     /// Builds a connection's provider data. Seeded connections get a payment
-    /// history since the configured start; runtime ones get one payment paid
-    /// today, as Finch's sandbox does.
-    fn build_connection(&self, world: &mut World, spec: &NewConnection, seeded: bool) -> Created {
-        let stream = if seeded {
-            world.next_stream
-        } else {
-            RUNTIME_STREAMS + world.next_stream
+    /// history since the configured start; sandbox ones get one payment paid
+    /// today, as Finch's sandbox does; spec ones get their calendar's history.
+    fn build_connection(
+        &self,
+        world: &mut World,
+        spec: &NewConnection,
+        origin: Origin<'_>,
+    ) -> Created {
+        let stream = match origin {
+            Origin::Seeded => world.next_stream,
+            _ => RUNTIME_STREAMS + world.next_stream,
         };
         world.next_stream += 1;
         let mut rng = seed::stream(self.config.seed, stream);
-        let today = self.today();
+        let stamp = self.now();
+        let today = stamp.date_naive();
         let company = seed::company(&mut rng);
         let people = seed::people(&mut rng, &company, spec.employee_size, today);
-        let payments: Vec<PaymentRecord> = if seeded {
-            seed::pay_runs(self.config.history_start, today)
+        let entities = match origin {
+            Origin::Spec(s) => s.entities,
+            _ => 1,
+        };
+        let history = |frequency: PayFrequency, stagger: u32, since: NaiveDate| {
+            frequency
+                .pay_runs(stagger, since, today)
                 .into_iter()
-                .map(|run| {
-                    let mut prng = seed::payment_stream(self.config.seed, stream, run.pay_date);
-                    seed::payment(&mut prng, &people, run)
+                .flat_map(|run| (0..entities).map(move |entity| (run, entity)))
+                .map(|(run, entity)| {
+                    // Entity bits stay below the 32 the stream is shifted by.
+                    let mut prng = seed::payment_stream(
+                        self.config.seed,
+                        stream ^ ((entity as u64) << 28),
+                        run.pay_date,
+                    );
+                    let staff: Vec<_> = people
+                        .iter()
+                        .filter(|p| entity_index(p.id(), entities) == entity)
+                        .cloned()
+                        .collect();
+                    let mut record = seed::payment(&mut prng, &staff, run);
+                    record.entity = entity;
+                    record
                 })
-                .collect()
-        } else {
-            vec![seed::payment(
+                .collect::<Vec<PaymentRecord>>()
+        };
+        let payments: Vec<PaymentRecord> = match origin {
+            Origin::Seeded => history(PayFrequency::BiWeekly, 0, self.config.history_start),
+            Origin::Sandbox => vec![seed::payment(
                 &mut rng,
                 &people,
                 seed::PayRun::paid_on(today),
-            )]
+            )],
+            Origin::Spec(s) => history(
+                s.pay_frequency,
+                s.pay_stagger,
+                today - chrono::Duration::days(i64::from(s.history_days)),
+            ),
         };
         let source = EventSource {
             company_id: company.id.clone(),
             account_id: seed::uuid(&mut rng),
             connection_id: seed::uuid(&mut rng),
         };
-        let entity_id = seed::uuid(&mut rng);
+        let entity_ids: Vec<String> = (0..entities).map(|_| seed::uuid(&mut rng)).collect();
         let company_name = company.legal_name.clone().unwrap_or_default();
         let provider = Dataset {
             company,
@@ -226,19 +326,41 @@ impl Shared {
             payments,
         };
         let assisted = spec.authentication_type == "assisted";
-        let stamp = now();
+        let pending = match origin {
+            Origin::Spec(s) => s.first_sync_pending_for,
+            // A sandbox assisted connection waits for `PUT /sandbox/connections/accounts`.
+            _ if assisted => Some(std::time::Duration::MAX),
+            _ => None,
+        };
+        let readable = pending.is_none();
+        let status = match (assisted, readable) {
+            (true, true) | (false, _) => "connected",
+            (true, false) if matches!(origin, Origin::Spec(_)) => "processing",
+            (true, false) => "pending",
+        };
+        let (refresh_every, payroll) = match origin {
+            Origin::Spec(s) => (
+                Some(match s.kind {
+                    ConnectionKind::Automated => self.config.automated_refresh,
+                    ConnectionKind::Assisted => self.config.assisted_refresh,
+                }),
+                Some((s.pay_frequency, s.pay_stagger)),
+            ),
+            // Seeded and sandbox connections refresh on `--sync-interval`, if set.
+            _ => (self.config.sync_interval, None),
+        };
         let connection = Connection {
             source: source.clone(),
-            entity_id: entity_id.clone(),
+            entity_ids: entity_ids.clone(),
             provider_id: spec.provider_id.clone(),
             authentication_type: spec.authentication_type.clone(),
             products: spec.products.clone(),
-            status: if assisted { "pending" } else { "connected" }.to_owned(),
+            status: status.to_owned(),
             // Automated connections are readable at once: Finch serves live
             // data until its initial sync lands, which is the same data.
-            synced: (!assisted).then(|| provider.clone()),
-            data_retrieved: (!assisted).then_some(stamp),
-            last_attempt: (!assisted).then_some(stamp),
+            synced: readable.then(|| provider.clone()),
+            data_retrieved: readable.then_some(stamp),
+            last_attempt: readable.then_some(stamp),
             last_result: "success",
             provider,
             statements_ready_at: HashMap::new(),
@@ -246,24 +368,41 @@ impl Shared {
             job_completion: "complete".to_owned(),
             refreshes: VecDeque::new(),
             running_job: None,
+            refresh_every,
+            payroll,
+            paid_through: today,
+            last_refresh: stamp,
+            lose_item_webhooks: 0,
         };
+        let id = source.connection_id.clone();
+        if let Some(every) = refresh_every {
+            // Spread over the cadence by creation order, so the fleet's
+            // refreshes do not all land at once.
+            let slot = (world.next_stream * 7_919) % 1_000;
+            let offset = span(every.mul_f64(slot as f64 / 1_000.0));
+            world.schedule(
+                stamp + offset.max(chrono::Duration::seconds(1)),
+                Task::Refresh(id.clone()),
+            );
+        }
+        if let (Some(wait), Origin::Spec(_)) = (pending, &origin) {
+            world.schedule(stamp + span(wait), Task::FirstSync(id.clone()));
+        }
         let token = random_token("emu_");
         world.tokens.insert(
             token.clone(),
             TokenInfo {
-                connection_id: source.connection_id.clone(),
+                connection_id: id.clone(),
                 token_id: uuid::Uuid::new_v4().to_string(),
             },
         );
-        world.order.push(source.connection_id.clone());
-        world
-            .connections
-            .insert(source.connection_id.clone(), connection);
+        world.order.push(id.clone());
+        world.connections.insert(id, connection);
         Created {
             connection_id: source.connection_id,
             company_id: source.company_id,
             account_id: source.account_id,
-            entity_id,
+            entity_ids,
             company_name,
             access_token: token,
         }
@@ -284,7 +423,7 @@ impl Shared {
                         .chain(["ssn".to_owned()])
                         .collect(),
                 };
-                self.build_connection(&mut world, &spec, true)
+                self.build_connection(&mut world, &spec, Origin::Seeded)
             })
             .collect()
     }
@@ -293,7 +432,29 @@ impl Shared {
     pub fn create_connection(&self, spec: &NewConnection) -> Created {
         let (created, event) = {
             let mut world = self.world();
-            let created = self.build_connection(&mut world, spec, false);
+            let created = self.build_connection(&mut world, spec, Origin::Sandbox);
+            let event = world.connections[&created.connection_id].account_updated();
+            (created, event)
+        };
+        self.dispatcher.emit(vec![event]);
+        created
+    }
+
+    /// A connection made from a spec: its own calendar, cadence and entities.
+    pub fn add_connection(&self, spec: &ConnectionSpec) -> Created {
+        let assisted = spec.kind == ConnectionKind::Assisted;
+        let new = NewConnection {
+            provider_id: spec
+                .provider_id
+                .clone()
+                .unwrap_or_else(|| if assisted { "paychex_flex" } else { "gusto" }.to_owned()),
+            authentication_type: if assisted { "assisted" } else { "credential" }.to_owned(),
+            employee_size: spec.employees,
+            products: default_products(),
+        };
+        let (created, event) = {
+            let mut world = self.world();
+            let created = self.build_connection(&mut world, &new, Origin::Spec(spec));
             let event = world.connections[&created.connection_id].account_updated();
             (created, event)
         };
@@ -363,7 +524,7 @@ impl Shared {
             } else {
                 connection.status = status.to_owned();
                 if status == "connected" && connection.synced.is_none() {
-                    let stamp = now();
+                    let stamp = self.clock.now();
                     connection.synced = Some(connection.provider.clone());
                     connection.data_retrieved = Some(stamp);
                     connection.last_attempt = Some(stamp);
@@ -388,462 +549,5 @@ impl Shared {
             })
         };
         self.dispatcher.emit(event.into_iter().collect());
-    }
-
-    /// Allowed refreshes per hour and how many are left, as jobs endpoints report them.
-    pub fn refresh_quota(&self, connection: &mut Connection) -> (u32, u32) {
-        let allowed = self.config.refreshes_per_hour;
-        let window = self.scaled(Duration::from_secs(3600));
-        let now = Instant::now();
-        while connection
-            .refreshes
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
-            connection.refreshes.pop_front();
-        }
-        let used = u32::try_from(connection.refreshes.len()).unwrap_or(u32::MAX);
-        (allowed, allowed.saturating_sub(used))
-    }
-
-    /// Enqueues a `data_sync_all` job. While one runs, its id is returned
-    /// instead of a new one, as Finch does; `Err` carries when to retry once
-    /// the hourly quota is spent. `counted` is false for scheduled syncs.
-    pub fn enqueue_sync(
-        self: &Arc<Self>,
-        connection_id: &str,
-        counted: bool,
-    ) -> Result<SyncTicket, SyncRefused> {
-        let job_id = {
-            let mut world = self.world();
-            let Some(connection) = world.connections.get_mut(connection_id) else {
-                return Err(SyncRefused::UnknownConnection);
-            };
-            let (allowed, remaining) = self.refresh_quota(connection);
-            if let Some(job_id) = connection.running_job.clone() {
-                return Ok(SyncTicket {
-                    job_id,
-                    allowed,
-                    remaining,
-                });
-            }
-            if counted && allowed > 0 && remaining == 0 {
-                let oldest = connection
-                    .refreshes
-                    .front()
-                    .copied()
-                    .unwrap_or_else(Instant::now);
-                let wait = self.scaled(Duration::from_secs(3600))
-                    - oldest.elapsed().min(self.scaled(Duration::from_secs(3600)));
-                return Err(SyncRefused::Quota {
-                    allowed,
-                    retry_at: now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-                });
-            }
-            if counted {
-                connection.refreshes.push_back(Instant::now());
-            }
-            let job_id = uuid::Uuid::new_v4().to_string();
-            connection.running_job = Some(job_id.clone());
-            world.jobs.insert(
-                job_id.clone(),
-                Job {
-                    job_id: job_id.clone(),
-                    connection_id: connection_id.to_owned(),
-                    status: "pending",
-                    created_at: now(),
-                    started_at: None,
-                    completed_at: None,
-                },
-            );
-            job_id
-        };
-        let shared = self.clone();
-        let spawned_job = job_id.clone();
-        tokio::spawn(async move {
-            if let Some(job) = shared.world().jobs.get_mut(&spawned_job) {
-                job.status = "in_progress";
-                job.started_at = Some(now());
-            }
-            let duration = shared.scaled(shared.config.sync_duration);
-            tokio::select! {
-                () = shared.cancel.cancelled() => {}
-                () = tokio::time::sleep(duration) => shared.finish_sync(&spawned_job),
-            }
-        });
-        let (allowed, remaining) = {
-            let mut world = self.world();
-            let connection = world
-                .connections
-                .get_mut(connection_id)
-                .expect("connection exists");
-            self.refresh_quota(connection)
-        };
-        Ok(SyncTicket {
-            job_id,
-            allowed,
-            remaining,
-        })
-    }
-
-    /// Ends a sync job as the sandbox job configuration says, copying provider
-    /// to synced state on success and emitting the events.
-    fn finish_sync(&self, job_id: &str) {
-        Stats::bump(&self.stats.syncs);
-        let events = {
-            let mut world = self.world();
-            let World {
-                connections, jobs, ..
-            } = &mut *world;
-            let Some(job) = jobs.get_mut(job_id) else {
-                return;
-            };
-            let Some(connection) = connections.get_mut(&job.connection_id) else {
-                return;
-            };
-            connection.running_job = None;
-            let stamp = now();
-            connection.last_attempt = Some(stamp);
-            let mut events = Vec::new();
-            let outcome = connection.job_completion.clone();
-            job.status = match outcome.as_str() {
-                "complete" => "complete",
-                "reauth_error" => "reauth_error",
-                "permissions_error" => "permissions_error",
-                _ => "error",
-            };
-            job.completed_at = Some(stamp);
-            if outcome == "complete" {
-                let changes = match &connection.synced {
-                    Some(old) => diff(old, &connection.provider),
-                    None => Vec::new(),
-                };
-                for change in &changes {
-                    if let Change::NewPayment(payment_id) = change {
-                        let ready = Instant::now() + self.scaled(self.config.pay_statement_delay);
-                        connection
-                            .statements_ready_at
-                            .insert(payment_id.clone(), ready);
-                    }
-                }
-                connection.synced = Some(connection.provider.clone());
-                connection.data_retrieved = Some(stamp);
-                connection.last_result = "success";
-                // Finch sends data-change webhooks for automated connections only.
-                if !connection.is_assisted() {
-                    events.extend(
-                        changes
-                            .into_iter()
-                            .flat_map(|c| c.events(&connection.source)),
-                    );
-                }
-            } else {
-                connection.last_result = "error";
-                let status = match outcome.as_str() {
-                    "reauth_error" => Some("reauth"),
-                    "permissions_error" => Some("error_permissions"),
-                    _ => None,
-                };
-                if let Some(status) = status {
-                    if connection.status != status {
-                        connection.status = status.to_owned();
-                        events.push(connection.account_updated());
-                    }
-                }
-            }
-            if !connection.is_assisted() {
-                events.push(Outgoing::new(
-                    &connection.source,
-                    "job.data_sync_all.completed",
-                    json!({ "job_id": job_id, "job_url": self.job_url(job_id) }),
-                ));
-            }
-            events
-        };
-        self.dispatcher.emit(events);
-    }
-
-    /// Scheduled syncs every `--sync-interval`, like Finch's daily refresh.
-    pub fn start_sync_timer(self: &Arc<Self>) {
-        let Some(interval) = self.config.sync_interval else {
-            return;
-        };
-        let shared = self.clone();
-        tokio::spawn(async move {
-            let period = shared.scaled(interval).max(Duration::from_millis(10));
-            let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
-            loop {
-                tokio::select! {
-                    () = shared.cancel.cancelled() => return,
-                    _ = ticker.tick() => {}
-                }
-                let due: Vec<String> = {
-                    let world = shared.world();
-                    world
-                        .order
-                        .iter()
-                        .filter(|id| {
-                            world
-                                .connections
-                                .get(*id)
-                                .is_some_and(|c| c.status == "connected")
-                        })
-                        .cloned()
-                        .collect()
-                };
-                for id in due {
-                    let _ = shared.enqueue_sync(&id, false);
-                }
-            }
-        });
-    }
-
-    /// Rolls the dice for `--error-rate` and `--upstream-error-rate`.
-    pub fn injected_fault(&self) -> Option<ApiError> {
-        let (errors, upstream) = (self.config.error_rate, self.config.upstream_error_rate);
-        if errors <= 0.0 && upstream <= 0.0 {
-            return None;
-        }
-        let roll: f64 = self.fault_rng.lock().expect("fault rng lock").random();
-        if roll < errors {
-            Stats::bump(&self.stats.faults_500);
-            Some(ApiError::server_error())
-        } else if roll < errors + upstream {
-            Stats::bump(&self.stats.faults_502);
-            Some(ApiError::upstream())
-        } else {
-            None
-        }
-    }
-
-    /// A `test` event to every target, as the dashboard's Test button sends.
-    pub fn emit_test(&self, connection_id: Option<&str>) -> Option<String> {
-        let event = {
-            let world = self.world();
-            let id = connection_id
-                .map(str::to_owned)
-                .or_else(|| world.order.first().cloned())?;
-            let connection = world.connections.get(&id)?;
-            Outgoing::new(&connection.source, "test", json!({}))
-        };
-        let id = event.id.clone();
-        self.dispatcher.emit(vec![event]);
-        Some(id)
-    }
-}
-
-pub struct SyncTicket {
-    pub job_id: String,
-    pub allowed: u32,
-    pub remaining: u32,
-}
-
-pub enum SyncRefused {
-    UnknownConnection,
-    Quota {
-        allowed: u32,
-        retry_at: DateTime<Utc>,
-    },
-}
-
-/// One difference between synced and provider state, as Finch reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    Company,
-    Person {
-        id: String,
-        action: &'static str,
-        endpoints: Vec<Product>,
-    },
-    NewPayment(String),
-    PaymentEvent {
-        id: String,
-        pay_date: String,
-        action: &'static str,
-        statements: Vec<String>,
-    },
-}
-
-impl Change {
-    fn events(self, source: &EventSource) -> Vec<Outgoing> {
-        match self {
-            // Company events carry no data.
-            Change::Company => vec![Outgoing::new(
-                source,
-                &format!("{}.updated", Product::Company.permission()),
-                Value::Null,
-            )],
-            Change::Person {
-                id,
-                action,
-                endpoints,
-            } => endpoints
-                .into_iter()
-                .map(|endpoint| {
-                    Outgoing::new(
-                        source,
-                        &format!("{}.{action}", endpoint.permission()),
-                        json!({ "individual_id": id }),
-                    )
-                })
-                .collect(),
-            Change::NewPayment(_) => Vec::new(),
-            Change::PaymentEvent {
-                id,
-                pay_date,
-                action,
-                statements,
-            } => {
-                let mut events = vec![Outgoing::new(
-                    source,
-                    &format!("{}.{action}", Product::Payment.permission()),
-                    json!({ "payment_id": id, "pay_date": webhook_pay_date(&pay_date) }),
-                )];
-                // One event per pay statement: a 20-person payrun gives 20.
-                events.extend(statements.into_iter().map(|individual_id| {
-                    Outgoing::new(
-                        source,
-                        &format!("{}.{action}", Product::PayStatement.permission()),
-                        json!({ "payment_id": id, "individual_id": individual_id }),
-                    )
-                }));
-                events
-            }
-        }
-    }
-}
-
-/// The Webhooks chapter shows a payment event's `pay_date` as `MM-DD-YYYY`
-/// ("10-23-2023"), unlike the API's `YYYY-MM-DD`; we send what it shows.
-fn webhook_pay_date(iso_date: &str) -> String {
-    iso_date.parse::<NaiveDate>().map_or_else(
-        |_| iso_date.to_owned(),
-        |d| d.format("%m-%d-%Y").to_string(),
-    )
-}
-
-/// Every change between two states, in the order Finch's chapter lists
-/// endpoints: company, people (directory, individual, employment), payments.
-pub fn diff(old: &Dataset, new: &Dataset) -> Vec<Change> {
-    let mut changes = Vec::new();
-    if old.company != new.company {
-        changes.push(Change::Company);
-    }
-    for person in &new.people {
-        match old.person(person.id()) {
-            None => changes.push(Change::Person {
-                id: person.id().to_owned(),
-                action: "created",
-                endpoints: vec![Product::Directory, Product::Individual, Product::Employment],
-            }),
-            Some(before) => {
-                let mut endpoints = Vec::new();
-                if before.directory_entry() != person.directory_entry() {
-                    endpoints.push(Product::Directory);
-                }
-                if before.individual != person.individual {
-                    endpoints.push(Product::Individual);
-                }
-                if before.employment != person.employment {
-                    endpoints.push(Product::Employment);
-                }
-                if !endpoints.is_empty() {
-                    changes.push(Change::Person {
-                        id: person.id().to_owned(),
-                        action: "updated",
-                        endpoints,
-                    });
-                }
-            }
-        }
-    }
-    for person in &old.people {
-        if new.person(person.id()).is_none() {
-            changes.push(Change::Person {
-                id: person.id().to_owned(),
-                action: "deleted",
-                endpoints: vec![Product::Directory, Product::Individual, Product::Employment],
-            });
-        }
-    }
-    for record in &new.payments {
-        if old.payment(&record.payment.id).is_none() {
-            changes.push(Change::NewPayment(record.payment.id.clone()));
-            changes.push(Change::PaymentEvent {
-                id: record.payment.id.clone(),
-                pay_date: record.payment.pay_date.clone(),
-                action: "created",
-                statements: record
-                    .statements
-                    .iter()
-                    .map(|s| s.individual_id.clone())
-                    .collect(),
-            });
-        }
-    }
-    changes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dataset() -> Dataset {
-        let mut rng = seed::stream(5, 5);
-        let company = seed::company(&mut rng);
-        let today = NaiveDate::from_ymd_opt(2025, 6, 15).unwrap();
-        let people = seed::people(&mut rng, &company, 5, today);
-        let payments = vec![seed::payment(
-            &mut rng,
-            &people,
-            seed::PayRun::paid_on(today),
-        )];
-        Dataset {
-            company,
-            people,
-            payments,
-        }
-    }
-
-    #[test]
-    fn no_change_no_events() {
-        let data = dataset();
-        assert!(diff(&data, &data.clone()).is_empty());
-    }
-
-    #[test]
-    fn a_new_hire_is_created_on_three_endpoints() {
-        let old = dataset();
-        let mut new = old.clone();
-        let mut rng = seed::stream(5, 6);
-        let today = NaiveDate::from_ymd_opt(2025, 6, 15).unwrap();
-        let hire = seed::new_hire(&mut rng, &new.company, &new.people, today);
-        let id = hire.id().to_owned();
-        new.people.push(hire);
-        assert_eq!(
-            diff(&old, &new),
-            vec![Change::Person {
-                id,
-                action: "created",
-                endpoints: vec![Product::Directory, Product::Individual, Product::Employment]
-            }]
-        );
-    }
-
-    #[test]
-    fn a_title_change_is_an_employment_update_only() {
-        let old = dataset();
-        let mut new = old.clone();
-        new.people[1].employment.title = Some("Chief Vibes Officer".into());
-        let changes = diff(&old, &new);
-        assert_eq!(changes.len(), 1);
-        assert!(
-            matches!(&changes[0], Change::Person { endpoints, .. } if endpoints == &vec![Product::Employment])
-        );
-    }
-
-    #[test]
-    fn webhook_pay_dates_follow_the_docs() {
-        assert_eq!(webhook_pay_date("2023-10-23"), "10-23-2023");
     }
 }

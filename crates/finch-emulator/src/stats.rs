@@ -12,6 +12,12 @@ pub struct Stats {
     /// "METHOD /route/{template}" -> status -> count.
     requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     rate_limited: Mutex<BTreeMap<String, u64>>,
+    /// 429s by `finch_code`.
+    rate_limited_by_code: Mutex<BTreeMap<String, u64>>,
+    /// `/employer/*` requests that got past the token and scope checks, by product.
+    data_requests: Mutex<BTreeMap<String, u64>>,
+    /// The same, by connection id.
+    data_requests_by_connection: Mutex<BTreeMap<String, u64>>,
     pub(crate) faults_500: AtomicU64,
     pub(crate) faults_502: AtomicU64,
     pub(crate) syncs: AtomicU64,
@@ -32,6 +38,17 @@ pub struct StatsSnapshot {
     pub rate_limited: u64,
     /// 429s served per Finch product (`company`, `directory`, ...).
     pub rate_limited_by_product: BTreeMap<String, u64>,
+    /// 429s served per `finch_code` (`finch_application_rl`, `finch_api_ip_rl`,
+    /// `upstream_rate_limit_exceeded`).
+    #[serde(default)]
+    pub rate_limited_by_code: BTreeMap<String, u64>,
+    /// `/employer/*` requests per product (`company`, ..., `pay-statement`),
+    /// whatever they were answered with.
+    #[serde(default)]
+    pub data_requests: BTreeMap<String, u64>,
+    /// `/employer/*` requests per connection id.
+    #[serde(default)]
+    pub data_requests_by_connection: BTreeMap<String, u64>,
     pub injected_500: u64,
     pub injected_502: u64,
     /// Data syncs that ran (successful or not).
@@ -65,9 +82,25 @@ impl Stats {
             .or_default() += 1;
     }
 
-    pub fn record_rate_limited(&self, product: Product) {
+    pub fn record_rate_limited(&self, product: Product, finch_code: &str) {
         let mut limited = self.rate_limited.lock().expect("stats lock");
         *limited.entry(product.as_str().to_owned()).or_default() += 1;
+        drop(limited);
+        let mut by_code = self.rate_limited_by_code.lock().expect("stats lock");
+        *by_code.entry(finch_code.to_owned()).or_default() += 1;
+    }
+
+    pub fn record_data_request(&self, product: Product, connection_id: &str) {
+        let mut by_product = self.data_requests.lock().expect("stats lock");
+        *by_product.entry(product.as_str().to_owned()).or_default() += 1;
+        drop(by_product);
+        let mut by_connection = self.data_requests_by_connection.lock().expect("stats lock");
+        match by_connection.get_mut(connection_id) {
+            Some(count) => *count += 1,
+            None => {
+                by_connection.insert(connection_id.to_owned(), 1);
+            }
+        }
     }
 
     pub(crate) fn bump(counter: &AtomicU64) {
@@ -81,6 +114,17 @@ impl Stats {
             requests: self.requests.lock().expect("stats lock").clone(),
             rate_limited: by_product.values().sum(),
             rate_limited_by_product: by_product,
+            rate_limited_by_code: self
+                .rate_limited_by_code
+                .lock()
+                .expect("stats lock")
+                .clone(),
+            data_requests: self.data_requests.lock().expect("stats lock").clone(),
+            data_requests_by_connection: self
+                .data_requests_by_connection
+                .lock()
+                .expect("stats lock")
+                .clone(),
             injected_500: load(&self.faults_500),
             injected_502: load(&self.faults_502),
             syncs: load(&self.syncs),

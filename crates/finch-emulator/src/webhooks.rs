@@ -58,13 +58,26 @@ pub struct Outgoing {
 
 impl Outgoing {
     pub fn new(source: &EventSource, event_type: &str, data: Value) -> Self {
-        let payload = json!({
+        Self::for_entity(source, None, event_type, data)
+    }
+
+    /// An event about one entity's data carries its `entity_id`.
+    pub fn for_entity(
+        source: &EventSource,
+        entity_id: Option<&str>,
+        event_type: &str,
+        data: Value,
+    ) -> Self {
+        let mut payload = json!({
             "company_id": source.company_id,
             "account_id": source.account_id,
             "connection_id": source.connection_id,
             "event_type": event_type,
             "data": data,
         });
+        if let Some(entity_id) = entity_id {
+            payload["entity_id"] = json!(entity_id);
+        }
         Self {
             id: event_id(),
             event_type: event_type.to_owned(),
