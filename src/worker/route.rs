@@ -65,6 +65,7 @@ pub(super) async fn intake(
     // Finch names the entity a change belongs to; only that one is read.
     let event_entity = body
         .get("entity_id")
+        .or_else(|| body.get("data").and_then(|data| data.get("entity_id")))
         .and_then(serde_json::Value::as_str)
         .filter(|entity| row.entity_ids.len() > 1 && row.entity_ids.iter().any(|e| e == entity))
         .map(str::to_owned);

@@ -871,3 +871,95 @@ async fn sync_status_shows_each_products_reads_and_the_park_in_the_cli_and_the_a
     assert_eq!(missing.status(), 404);
     ingress.stop().await;
 }
+
+/// Registers a connection the emulator made from a spec.
+async fn register(fleet: &Fleet, added: &finch_emulator::AddedConnection) {
+    let config = fleet.settings(&[]).worker().unwrap();
+    let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
+    let token = secrecy::SecretString::from(added.access_token.clone());
+    finch_webhooks::ops::connections::add(&fleet.pool, &config.token_key, &finch, &token)
+        .await
+        .expect("connection registers");
+}
+
+#[tokio::test]
+async fn a_multi_entity_connection_is_read_per_entity_and_every_row_names_its_entity() {
+    let fleet = Fleet::new(EmulatorConfig {
+        connections: 0,
+        pay_statement_delay: Duration::ZERO,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let added = fleet
+        .emulator
+        .add_connection(finch_emulator::ConnectionSpec {
+            entities: 2,
+            history_days: 30,
+            ..finch_emulator::ConnectionSpec::automated(8)
+        })
+        .unwrap();
+    assert_eq!(added.entity_ids.len(), 2);
+    register(&fleet, &added).await;
+    let connection_id = added.connection_id.clone();
+    let worker = TestWorker::start(fleet.settings(&[])).await;
+    let ids = fleet.full_sync(&connection_id).await;
+    fleet.all_processed(&ids).await;
+    let refused: u64 = fleet
+        .emulator
+        .stats()
+        .requests
+        .values()
+        .filter_map(|statuses| statuses.get(&400))
+        .sum();
+    assert_eq!(refused, 0, "every read names one entity");
+    let snapshot = fleet.emulator.snapshot(&connection_id).unwrap();
+    for entity in &snapshot.entities {
+        for (table, expected) in [
+            ("finch_directory", entity.directory.len()),
+            ("finch_employments", entity.employments.len()),
+            ("finch_payments", entity.payments.len()),
+            (
+                "finch_pay_statements",
+                entity.pay_statements.values().map(Vec::len).sum(),
+            ),
+        ] {
+            let stored: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {table} WHERE connection_id = $1 AND entity_id = $2 AND deleted_at IS NULL"
+            ))
+            .bind(&connection_id)
+            .bind(&entity.entity_id)
+            .fetch_one(&fleet.pool)
+            .await
+            .unwrap();
+            assert_eq!(stored, expected as i64, "{table} of {}", entity.entity_id);
+        }
+    }
+    let companies: i64 = fleet
+        .count(
+            "SELECT count(*) FROM finch_company WHERE connection_id = $1",
+            &connection_id,
+        )
+        .await;
+    assert_eq!(companies, 2, "one company row per entity");
+    let unnamed: i64 = fleet
+        .count(
+            "SELECT (SELECT count(*) FROM finch_directory WHERE connection_id = $1 AND entity_id = '')
+                  + (SELECT count(*) FROM finch_payments WHERE connection_id = $1 AND entity_id = '')",
+            &connection_id,
+        )
+        .await;
+    assert_eq!(unnamed, 0);
+
+    // A webhook naming one entity reads that entity only.
+    let before = fleet.requests_to("GET /employer/company");
+    let ids = fleet
+        .publish(&[(
+            "company.updated",
+            &connection_id,
+            json!({"entity_id": added.entity_ids[0]}),
+        )])
+        .await;
+    fleet.all_processed(&ids).await;
+    assert_eq!(fleet.requests_to("GET /employer/company") - before, 1);
+    worker.stop().await;
+}
