@@ -963,3 +963,82 @@ async fn a_multi_entity_connection_is_read_per_entity_and_every_row_names_its_en
     assert_eq!(fleet.requests_to("GET /employer/company") - before, 1);
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn an_ip_penalty_pauses_every_product_and_an_upstream_limit_only_its_connection() {
+    let fleet = Fleet::new(EmulatorConfig {
+        connections: 2,
+        employees: 2,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (limited, _) = fleet.connection(0);
+    let (other, _) = fleet.connection(1);
+    let worker = TestWorker::start(fleet.settings(&[])).await;
+
+    // The provider of one connection limits it: only that connection waits.
+    fleet.emulator.inject_fault(
+        finch_emulator::FaultScope::Connection(limited.clone()),
+        finch_emulator::FaultKind::UpstreamRateLimit,
+        Duration::from_secs(3),
+    );
+    let ids = fleet
+        .publish(&[
+            ("company.updated", &limited, Value::Null),
+            ("company.updated", &other, Value::Null),
+        ])
+        .await;
+    fleet.all_processed(&ids[1..]).await;
+    let paused: bool = sqlx::query_scalar(
+        "SELECT coalesce(paused_until > now(), false) FROM connections WHERE connection_id = $1",
+    )
+    .bind(&limited)
+    .fetch_one(&fleet.pool)
+    .await
+    .unwrap();
+    assert!(paused, "the connection waits out Retry-After");
+    let blocked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM finch_rate_limits WHERE blocked_until > now()")
+            .fetch_one(&fleet.pool)
+            .await
+            .unwrap();
+    assert_eq!(blocked, 0, "no product is paused for one provider's limit");
+    fleet.all_processed(&ids[..1]).await;
+    assert_eq!(
+        event_state(&fleet.pool, &ids[0]).await.2,
+        1,
+        "no retry queue"
+    );
+
+    // Finch's IP penalty: every product pauses for Retry-After.
+    fleet.emulator.inject_fault(
+        finch_emulator::FaultScope::Application,
+        finch_emulator::FaultKind::IpRateLimit,
+        Duration::from_secs(3),
+    );
+    let ids = fleet
+        .publish(&[("company.updated", &other, Value::Null)])
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "every product is paused",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM finch_rate_limits WHERE blocked_until > now()",
+            )
+            .fetch_one(&fleet.pool)
+            .await
+            .unwrap()
+                == 6
+        },
+    )
+    .await;
+    fleet.all_processed(&ids).await;
+    assert_eq!(
+        event_state(&fleet.pool, &ids[0]).await.2,
+        1,
+        "no retry queue"
+    );
+    assert_eq!(queue_len(&fleet.amqp, DEAD_LETTER_QUEUE).await, 0);
+    worker.stop().await;
+}
