@@ -1042,3 +1042,85 @@ async fn an_ip_penalty_pauses_every_product_and_an_upstream_limit_only_its_conne
     assert_eq!(queue_len(&fleet.amqp, DEAD_LETTER_QUEUE).await, 0);
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_reconnect_with_new_ids_leaves_no_old_id_alive_in_any_table() {
+    let fleet = Fleet::new(EmulatorConfig {
+        connections: 1,
+        employees: 3,
+        pay_statement_delay: Duration::ZERO,
+        history_start: (chrono::Utc::now() - chrono::Duration::days(30)).date_naive(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (connection_id, _) = fleet.connection(0);
+    let worker = TestWorker::start(fleet.settings(&[])).await;
+    let ids = fleet.full_sync(&connection_id).await;
+    fleet.all_processed(&ids).await;
+    let old_payments = fleet.people("finch_payments", &connection_id).await;
+    assert!(old_payments > 0);
+
+    let token = fleet
+        .emulator
+        .reconnect_with_new_ids(&connection_id)
+        .unwrap();
+    let config = fleet.settings(&[]).worker().unwrap();
+    let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
+    finch_webhooks::ops::connections::add(
+        &fleet.pool,
+        &config.token_key,
+        &finch,
+        &secrecy::SecretString::from(token),
+    )
+    .await
+    .unwrap();
+    let ids = fleet
+        .publish(&[(
+            "account.updated",
+            &connection_id,
+            json!({"status": "connected"}),
+        )])
+        .await;
+    fleet.all_processed(&ids).await;
+
+    let snapshot = fleet.emulator.snapshot(&connection_id).unwrap();
+    let entity = &snapshot.entities[0];
+    for (table, expected) in [
+        ("finch_directory", entity.directory.len()),
+        ("finch_individuals", entity.individuals.len()),
+        ("finch_employments", entity.employments.len()),
+        ("finch_payments", entity.payments.len()),
+        (
+            "finch_pay_statements",
+            entity.pay_statements.values().map(Vec::len).sum(),
+        ),
+    ] {
+        assert_eq!(
+            fleet.people(table, &connection_id).await,
+            expected as i64,
+            "live rows of {table}"
+        );
+    }
+    let old_people_deleted = fleet
+        .count(
+            "SELECT count(*) FROM finch_employments WHERE connection_id = $1 AND deleted_at IS NOT NULL",
+            &connection_id,
+        )
+        .await;
+    assert_eq!(
+        old_people_deleted, 3,
+        "every old id is gone from employment too"
+    );
+    let old_statements_deleted = fleet
+        .count(
+            "SELECT count(*) FROM finch_pay_statements WHERE connection_id = $1 AND deleted_at IS NOT NULL",
+            &connection_id,
+        )
+        .await;
+    assert_eq!(
+        old_statements_deleted,
+        old_payments * 3,
+        "statements follow their payments"
+    );
+    worker.stop().await;
+}
