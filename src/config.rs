@@ -111,6 +111,22 @@ pub struct Settings {
     // Token key ring: several keys by id, one of them current.
     pub finch_token_keys: Option<SecretString>,
     pub finch_token_key_id: Option<String>,
+
+    // Fleet freshness: incremental reads, sweeps and retry horizons.
+    pub payment_overlap_days: u32,
+    pub sweep_every: String,
+    pub assisted_check_every: String,
+    pub sweep_reserve: f64,
+    pub scheduler_tick_ms: u64,
+    pub scheduler_lease_secs: u64,
+    pub pending_backoff: String,
+    pub pending_horizon: String,
+    pub server_error_retries: u32,
+    pub server_error_backoff: String,
+    pub server_error_horizon: String,
+    pub park_backoff_max: String,
+    pub upstream_pause: String,
+    pub ip_pause: String,
 }
 
 impl Settings {
@@ -491,6 +507,51 @@ impl Settings {
             full_sync_since,
             shutdown_timeout: self.shutdown_timeout(),
             migrate_on_start: self.database_migrate_on_start,
+            fleet: self.fleet()?,
+        })
+    }
+
+    /// Validates the fleet settings: cadences, the sweep reserve and the
+    /// retry horizons of each failure class.
+    pub fn fleet(&self) -> Result<FleetConfig, ConfigError> {
+        let duration = |key: &str, text: &str| {
+            humantime::parse_duration(text.trim())
+                .ok()
+                .filter(|duration| !duration.is_zero())
+                .ok_or_else(|| {
+                    ConfigError::new(key, "expected a non-zero duration such as 30s, 2h or 7d")
+                })
+        };
+        if !(0.0..1.0).contains(&self.sweep_reserve) {
+            return Err(ConfigError::new(
+                "sweep_reserve",
+                "must be at least 0 and below 1",
+            ));
+        }
+        if self.scheduler_tick_ms < 1 {
+            return Err(ConfigError::new("scheduler_tick_ms", "must be at least 1"));
+        }
+        if self.scheduler_lease_secs < 1 {
+            return Err(ConfigError::new(
+                "scheduler_lease_secs",
+                "must be at least 1",
+            ));
+        }
+        Ok(FleetConfig {
+            payment_overlap_days: self.payment_overlap_days,
+            sweep_every: duration("sweep_every", &self.sweep_every)?,
+            assisted_check_every: duration("assisted_check_every", &self.assisted_check_every)?,
+            sweep_reserve: self.sweep_reserve,
+            scheduler_tick: Duration::from_millis(self.scheduler_tick_ms),
+            scheduler_lease: Duration::from_secs(self.scheduler_lease_secs),
+            pending_backoff: duration("pending_backoff", &self.pending_backoff)?,
+            pending_horizon: duration("pending_horizon", &self.pending_horizon)?,
+            server_error_retries: self.server_error_retries,
+            server_error_backoff: duration("server_error_backoff", &self.server_error_backoff)?,
+            server_error_horizon: duration("server_error_horizon", &self.server_error_horizon)?,
+            park_backoff_max: duration("park_backoff_max", &self.park_backoff_max)?,
+            upstream_pause: duration("upstream_pause", &self.upstream_pause)?,
+            ip_pause: duration("ip_pause", &self.ip_pause)?,
         })
     }
 
@@ -625,6 +686,43 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// Create and migrate the database at start (development only).
     pub migrate_on_start: bool,
+    /// Incremental reads, sweeps and retry horizons.
+    pub fleet: FleetConfig,
+}
+
+/// Validated fleet settings: how the worker keeps many connections fresh on
+/// one application's budget, and how long each failure class is retried.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// Days before the payments watermark that a sweep rereads, for
+    /// payments a provider corrects after the fact.
+    pub payment_overlap_days: u32,
+    /// How often every automated connection is reconciled.
+    pub sweep_every: Duration,
+    /// How often an assisted connection's /introspect is read for a new refresh.
+    pub assisted_check_every: Duration,
+    /// Share of each product's budget a sweep never takes, kept for events.
+    pub sweep_reserve: f64,
+    /// How often the scheduler looks for due sweeps and resumes.
+    pub scheduler_tick: Duration,
+    /// How long the scheduler lease lasts without renewal.
+    pub scheduler_lease: Duration,
+    /// First wait of a parked pending first sync; doubles each time.
+    pub pending_backoff: Duration,
+    /// How long a first sync may stay pending before the connection waits for an operator.
+    pub pending_horizon: Duration,
+    /// Retry-queue attempts a 5xx gets before the connection is parked.
+    pub server_error_retries: u32,
+    /// First wait of a connection parked by 5xx; doubles each time.
+    pub server_error_backoff: Duration,
+    /// How long 5xx are retried before the connection waits for an operator.
+    pub server_error_horizon: Duration,
+    /// Longest wait between two tries of a parked connection.
+    pub park_backoff_max: Duration,
+    /// Pause of one connection after `upstream_rate_limit_exceeded` without Retry-After.
+    pub upstream_pause: Duration,
+    /// Pause of every product after `finch_api_ip_rl` without Retry-After.
+    pub ip_pause: Duration,
 }
 
 /// Validated settings of the ingress.

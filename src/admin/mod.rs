@@ -10,6 +10,7 @@
 //! Wrong tokens are throttled per client ([`throttle`]).
 
 mod auth;
+mod connections;
 mod dlq;
 mod error;
 mod events;
@@ -89,6 +90,8 @@ fn api(token: &SecretString, settings: AdminSettings, pool: PgPool) -> Router {
         .route("/admin/dlq/purge", post(dlq::purge))
         .route("/admin/dlq/{event_id}", get(dlq::show))
         .route("/admin/events/{event_id}", get(events::show))
+        .route("/admin/connections", get(connections::list))
+        .route("/admin/connections/{connection_id}", get(connections::show))
         .route("/admin/openapi.json", get(openapi))
         // route_layer: only matched routes ask for the token; the rest 404.
         .route_layer(middleware::from_fn_with_state(
@@ -150,9 +153,18 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[openapi(
     info(
         title = "finch-webhooks admin API",
-        description = "Dead-letter queue and event lookups. Every route needs `Authorization: Bearer <ADMIN_TOKEN>`."
+        description = "Dead-letter queue, event lookups and connections' sync status. Every route needs `Authorization: Bearer <ADMIN_TOKEN>`."
     ),
-    paths(dlq::list, dlq::show, dlq::replay, dlq::purge, events::show, openapi),
+    paths(
+        dlq::list,
+        dlq::show,
+        dlq::replay,
+        dlq::purge,
+        events::show,
+        connections::list,
+        connections::show,
+        openapi
+    ),
     modifiers(&BearerAuth, &FilterExtended)
 )]
 pub struct AdminApi;

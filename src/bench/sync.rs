@@ -145,7 +145,7 @@ impl Stage {
     /// never causes a 429 of its own.
     async fn paid(&self, product: Product) {
         let stop = CancellationToken::new();
-        crate::worker::scheduler::acquire_budget(&self.budget, product, &stop).await;
+        crate::worker::scheduler::acquire_budget(&self.budget, product, None, &stop).await;
     }
 
     fn token(&self, index: usize) -> SecretString {

@@ -12,7 +12,7 @@ use super::{database, emit};
 use crate::config::Settings;
 use crate::finch::token::KeyRing;
 use crate::finch::FinchClient;
-use crate::ops::connections::{self, ConnectionRow};
+use crate::ops::connections::{self, ConnectionStatus};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ConnectionsCommand {
@@ -129,8 +129,8 @@ pub async fn run(command: ConnectionsCommand, settings: &Settings) -> anyhow::Re
             json,
         } => {
             let pool = database(settings).await?;
-            let row = connections::show(&pool, &connection_id).await?;
-            emit(json, &row, || render_row(&row))
+            let status = connections::status(&pool, &connection_id).await?;
+            emit(json, &status, || render_row(&status))
         }
         ConnectionsCommand::Remove {
             connection_id,
@@ -206,37 +206,69 @@ fn time(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
     )
 }
 
-fn render_list(rows: &[ConnectionRow]) -> String {
+fn render_list(rows: &[ConnectionStatus]) -> String {
     let mut out = format!(
-        "{:<38} {:<12} {:<14} {:<25} {:<25} PRODUCTS\n",
-        "CONNECTION", "STATUS", "PROVIDER", "LAST EVENT", "LAST SYNC"
+        "{:<38} {:<10} {:<22} {:<25} {:<25} {:<25} PRODUCTS\n",
+        "CONNECTION", "STATE", "PARKED", "LAST SYNC", "FINCH DATA", "NEXT SWEEP"
     );
-    for row in rows {
+    for status in rows {
+        let row = &status.connection;
+        let finch_data = status
+            .products_status
+            .iter()
+            .filter_map(|mark| mark.data_retrieved_at)
+            .min();
         out += &format!(
-            "{:<38} {:<12} {:<14} {:<25} {:<25} {}\n",
+            "{:<38} {:<10} {:<22} {:<25} {:<25} {:<25} {}\n",
             row.connection_id,
-            row.status,
-            row.provider_id.as_deref().unwrap_or("-"),
-            time(row.last_event_at),
+            status.sync_state,
+            parked(row),
             time(row.last_synced_at),
+            time(finch_data),
+            time(row.next_sweep_at),
             row.products.join(",")
         );
     }
     out
 }
 
-fn render_row(row: &ConnectionRow) -> String {
+/// `reason since <time>`, or `-`.
+fn parked(row: &crate::ops::connections::ConnectionRow) -> String {
+    match &row.parked_reason {
+        Some(reason) => format!("{reason} since {}", time(row.parked_at)),
+        None => "-".to_owned(),
+    }
+}
+
+fn render_row(status: &ConnectionStatus) -> String {
+    let row = &status.connection;
     let fields = [
         ("status", row.status.clone()),
+        ("sync state", status.sync_state.clone()),
+        ("kind", row.kind.clone()),
         (
             "provider",
             row.provider_id.as_deref().unwrap_or("-").to_owned(),
         ),
         ("products", row.products.join(",")),
+        (
+            "entities",
+            if row.entity_ids.is_empty() {
+                "-".to_owned()
+            } else {
+                row.entity_ids.join(",")
+            },
+        ),
         ("added at", time(Some(row.created_at))),
         ("updated at", time(Some(row.updated_at))),
         ("last event at", time(row.last_event_at)),
         ("last sync at", time(row.last_synced_at)),
+        ("finch synced at", time(row.finch_synced_at)),
+        ("last sweep at", time(row.last_swept_at)),
+        ("next sweep at", time(row.next_sweep_at)),
+        ("parked", parked(row)),
+        ("resumes at", time(row.resume_at)),
+        ("paused until", time(row.paused_until)),
         (
             "last error",
             row.last_error.as_deref().unwrap_or("-").to_owned(),
@@ -244,7 +276,28 @@ fn render_row(row: &ConnectionRow) -> String {
     ];
     let mut out = format!("Connection {}\n", row.connection_id);
     for (name, value) in fields {
-        out += &format!("  {name:<15}{value}\n");
+        out += &format!("  {name:<17}{value}\n");
+    }
+    if !status.products_status.is_empty() {
+        out += &format!(
+            "  {:<15}{:<25} {:<25} {:<12} LAST ERROR\n",
+            "PRODUCT", "LAST READ", "FINCH DATA RETRIEVED", "READ THROUGH"
+        );
+        for mark in &status.products_status {
+            let error = match (&mark.last_error, mark.last_error_at) {
+                (Some(error), at) => format!("{} ({error})", time(at)),
+                (None, _) => "-".to_owned(),
+            };
+            out += &format!(
+                "  {:<15}{:<25} {:<25} {:<12} {}\n",
+                mark.product,
+                time(mark.last_success_at),
+                time(mark.data_retrieved_at),
+                mark.read_through
+                    .map_or_else(|| "-".to_owned(), |date| date.to_string()),
+                error
+            );
+        }
     }
     out
 }

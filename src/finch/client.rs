@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::Instrument as _;
 
-use super::{ErrorClass, Product, API_VERSION};
+use super::{ErrorClass, FailureClass, Product, API_VERSION};
 use crate::config::FinchApiConfig;
 
 /// A successful (2xx other than 202) response.
@@ -57,6 +57,29 @@ impl FinchError {
                 _ => ErrorClass::Client,
             },
             FinchError::Transport { .. } | FinchError::Decode { .. } => ErrorClass::Retry,
+        }
+    }
+
+    /// The failure class, from the status and `finch_code` Finch documents.
+    pub fn failure_class(&self) -> FailureClass {
+        let FinchError::Api {
+            status, finch_code, ..
+        } = self
+        else {
+            return FailureClass::ServerError;
+        };
+        match (*status, finch_code.as_deref()) {
+            (_, Some("reauthenticate_user")) => FailureClass::Reauthenticate,
+            (_, Some("account_setup_required")) => FailureClass::AccountSetupRequired,
+            (_, Some("insufficient_account_permissions")) => FailureClass::InsufficientPermissions,
+            (202, Some("data_sync_in_progress")) => FailureClass::NotReady,
+            (202, _) => FailureClass::Pending,
+            (429, Some("finch_api_ip_rl")) => FailureClass::IpRateLimit,
+            (429, Some("upstream_rate_limit_exceeded")) => FailureClass::UpstreamRateLimit,
+            (429, _) => FailureClass::ApplicationRateLimit,
+            (408, _) => FailureClass::ServerError,
+            (status, _) if status >= 500 => FailureClass::ServerError,
+            _ => FailureClass::Client,
         }
     }
 
@@ -113,11 +136,34 @@ pub struct Introspection {
     pub provider_id: Option<String>,
     pub payroll_provider_id: Option<String>,
     pub connection_status: Option<ConnectionStatus>,
+    /// `true` for the Assisted Connect flow.
+    pub manual: Option<bool>,
+    /// How the employer connected; `assisted` marks an assisted connection.
+    #[serde(default)]
+    pub authentication_methods: Vec<AuthenticationMethod>,
+    /// The entities of the connection; with several, every read names one.
+    #[serde(default)]
+    pub entities: Vec<Entity>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConnectionStatus {
     pub status: Option<String>,
+    /// When Finch last refreshed the connection's data (ISO-8601; read
+    /// leniently, since an odd format must not fail the whole answer).
+    pub last_successful_sync: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthenticationMethod {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub connection_status: Option<ConnectionStatus>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Entity {
+    pub id: String,
 }
 
 impl Introspection {
@@ -126,6 +172,50 @@ impl Introspection {
             .as_ref()
             .and_then(|status| status.status.as_deref())
             .unwrap_or("connected")
+    }
+
+    /// `assisted` or `automated`.
+    pub fn kind(&self) -> &'static str {
+        let assisted = self.manual == Some(true)
+            || self
+                .authentication_methods
+                .iter()
+                .any(|method| method.kind.as_deref() == Some("assisted"));
+        if assisted {
+            "assisted"
+        } else {
+            "automated"
+        }
+    }
+
+    /// Finch's latest refresh, from the connection's status or any
+    /// authentication method's.
+    pub fn last_successful_sync(&self) -> Option<DateTime<Utc>> {
+        self.connection_status
+            .iter()
+            .chain(
+                self.authentication_methods
+                    .iter()
+                    .filter_map(|method| method.connection_status.as_ref()),
+            )
+            .filter_map(|status| status.last_successful_sync.as_ref()?.as_str())
+            .filter_map(|text| {
+                DateTime::parse_from_rfc3339(text)
+                    .map(|time| time.with_timezone(&Utc))
+                    .or_else(|_| {
+                        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                            .map(|naive| naive.and_utc())
+                    })
+                    .ok()
+            })
+            .max()
+    }
+
+    pub fn entity_ids(&self) -> Vec<String> {
+        self.entities
+            .iter()
+            .map(|entity| entity.id.clone())
+            .collect()
     }
 
     pub fn provider(&self) -> Option<&str> {
@@ -160,6 +250,8 @@ pub struct FinchClient {
     base_url: String,
     config: FinchApiConfig,
     observer: Option<Observer>,
+    /// The entity of a multi-entity connection that `/employer/*` reads name.
+    entity: Option<String>,
 }
 
 impl std::fmt::Debug for FinchClient {
@@ -183,7 +275,16 @@ impl FinchClient {
             base_url: config.base_url.clone(),
             config: config.clone(),
             observer: None,
+            entity: None,
         }
+    }
+
+    /// This client for one entity: every `/employer/*` read names it in
+    /// `entity_ids[]`, as Finch requires for a connection with several.
+    pub fn for_entity(&self, entity: Option<&str>) -> Self {
+        let mut client = self.clone();
+        client.entity = entity.map(str::to_owned);
+        client
     }
 
     /// Reports every request's endpoint label and status (None: no answer).
@@ -203,6 +304,9 @@ impl FinchClient {
         request: reqwest::RequestBuilder,
     ) -> Result<FinchResponse, FinchError> {
         let mut request = request.header("Finch-API-Version", API_VERSION);
+        if let Some(entity) = self.entity.as_deref().filter(|_| label_is_data(label)) {
+            request = request.query(&[(ENTITY_IDS_PARAM, entity)]);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token.expose_secret());
         }
@@ -470,6 +574,15 @@ impl FinchClient {
             .push(job_id);
         self.send("jobs", Some(token), self.http.get(url)).await
     }
+}
+
+/// How the official SDK names the entity of a read: `entity_ids[]=<id>`,
+/// exactly one per request.
+pub const ENTITY_IDS_PARAM: &str = "entity_ids[]";
+
+/// Whether a request label is an `/employer/*` read (the only ones that take an entity).
+fn label_is_data(label: &str) -> bool {
+    Product::ALL.iter().any(|product| product.as_str() == label)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(

@@ -14,6 +14,8 @@ use crate::queue::contract::RESYNC_EVENT_TYPE;
 use crate::queue::{OutgoingEvent, Publisher};
 pub use crate::store::connections::ConnectionRow;
 use crate::store::connections::{self, NewConnection};
+use crate::store::watermarks;
+pub use crate::store::watermarks::Watermark;
 
 /// Asks Finch who a token belongs to and stores it, encrypted.
 pub async fn add(
@@ -36,13 +38,71 @@ pub async fn add(
         },
     )
     .await?;
+    connections::record_introspection(
+        pool,
+        &connection_id,
+        info.kind(),
+        &info.entity_ids(),
+        info.last_successful_sync(),
+    )
+    .await?;
     // Fails only if someone removed it in the meantime.
     show(pool, &connection_id).await
 }
 
-/// Every stored connection, oldest first.
-pub async fn list(pool: &PgPool) -> Result<Vec<ConnectionRow>, OpsError> {
-    Ok(connections::list(pool).await?)
+/// A connection and its sync status, as an operator reads it: per product
+/// the last successful read, Finch's freshness and the last error; when
+/// the next sweep is due; why it is parked, since when and until when.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ConnectionStatus {
+    #[serde(flatten)]
+    pub connection: ConnectionRow,
+    /// `syncing`, `parked` (by the worker) or Finch's own status when it serves no data.
+    pub sync_state: String,
+    /// One entry per product read at least once.
+    pub products_status: Vec<Watermark>,
+}
+
+impl ConnectionStatus {
+    fn new(connection: ConnectionRow, products_status: Vec<Watermark>) -> Self {
+        let sync_state = if connection.parked_reason.is_some() {
+            "parked".to_owned()
+        } else if connection.is_parked_by_finch() {
+            connection.status.clone()
+        } else {
+            "syncing".to_owned()
+        };
+        Self {
+            connection,
+            sync_state,
+            products_status,
+        }
+    }
+}
+
+/// Every stored connection with its sync status, oldest first.
+pub async fn list(pool: &PgPool) -> Result<Vec<ConnectionStatus>, OpsError> {
+    let rows = connections::list(pool).await?;
+    let ids: Vec<String> = rows.iter().map(|row| row.connection_id.clone()).collect();
+    let mut marks: std::collections::HashMap<String, Vec<Watermark>> =
+        std::collections::HashMap::new();
+    for (id, mark) in watermarks::of_connections(pool, &ids).await? {
+        marks.entry(id).or_default().push(mark);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let products = marks.remove(&row.connection_id).unwrap_or_default();
+            ConnectionStatus::new(row, products)
+        })
+        .collect())
+}
+
+/// One connection with its sync status.
+pub async fn status(pool: &PgPool, connection_id: &str) -> Result<ConnectionStatus, OpsError> {
+    let row = show(pool, connection_id).await?;
+    let products = watermarks::of_connection(pool, connection_id).await?;
+    Ok(ConnectionStatus::new(row, products))
 }
 
 pub async fn show(pool: &PgPool, connection_id: &str) -> Result<ConnectionRow, OpsError> {

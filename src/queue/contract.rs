@@ -63,6 +63,10 @@ pub fn fits_amqp(event_type: &str, connection_id: Option<&str>) -> bool {
 /// add` publish to ask for a full sync.
 pub const RESYNC_EVENT_TYPE: &str = "finch_webhooks.resync";
 
+/// The type of the messages the sweep scheduler queues: reconcile one
+/// connection with what Finch serves, in the budget events leave free.
+pub const SWEEP_EVENT_TYPE: &str = "finch_webhooks.sweep";
+
 /// Most entries kept in the `error_history` header.
 pub const ERROR_HISTORY_CAP: usize = 20;
 

@@ -68,6 +68,27 @@ impl RateBudget {
 
     /// Takes one request from the product's budget if there is room.
     pub async fn try_acquire(&self, product: Product) -> Result<Grant, StoreError> {
+        self.try_acquire_within(product, self.limit(product)).await
+    }
+
+    /// Takes one request only while fewer than `ceiling` were sent in the
+    /// window: background work (sweeps) stays below it, so the rest of the
+    /// budget is always there for events.
+    pub async fn try_acquire_below(
+        &self,
+        product: Product,
+        reserve: f64,
+    ) -> Result<Grant, StoreError> {
+        let limit = f64::from(self.limit(product));
+        let ceiling = ((limit * (1.0 - reserve)).floor() as u32).max(1);
+        self.try_acquire_within(product, ceiling).await
+    }
+
+    async fn try_acquire_within(
+        &self,
+        product: Product,
+        ceiling: u32,
+    ) -> Result<Grant, StoreError> {
         let window_secs = self.window.as_secs_f64();
         let mut tx = self.pool.begin().await?;
         let row: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
@@ -99,7 +120,7 @@ impl RateBudget {
         .await?;
         // The limit-th newest request in the window: while it is inside, the
         // window is full; once it slides out there is room for one more.
-        let limit = i64::from(self.limit(product));
+        let limit = i64::from(ceiling);
         let blocking: Option<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT sent_at FROM finch_rate_requests
              WHERE product = $1 AND sent_at > $2 - make_interval(secs => $3)
@@ -133,17 +154,37 @@ impl RateBudget {
         retry_after: Option<Duration>,
     ) -> Result<(), StoreError> {
         let pause = retry_after.map_or(self.pause, |after| after.max(self.pause));
+        self.block(&[product], pause).await
+    }
+
+    /// Stops everyone calling any product for `pause` (Finch's IP penalty).
+    pub async fn pause_all(&self, pause: Duration) -> Result<(), StoreError> {
+        self.block(&Product::ALL, pause).await
+    }
+
+    async fn block(&self, products: &[Product], pause: Duration) -> Result<(), StoreError> {
+        let names: Vec<&str> = products.iter().map(|p| p.as_str()).collect();
         sqlx::query(
             "UPDATE finch_rate_limits
              SET blocked_until = greatest(coalesce(blocked_until, '-infinity'),
                                           clock_timestamp() + make_interval(secs => $2))
-             WHERE product = $1",
+             WHERE product = ANY($1)",
         )
-        .bind(product.as_str())
+        .bind(names)
         .bind(pause.as_secs_f64())
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// When each paused product may be called again, for status.
+    pub async fn paused(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT product, blocked_until FROM finch_rate_limits
+             WHERE blocked_until > clock_timestamp() ORDER BY product",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 }
 

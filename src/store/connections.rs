@@ -18,7 +18,7 @@ pub const PARKED_STATUSES: &[&str] = &[
 ];
 
 /// A connection as listed: everything but the token.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct ConnectionRow {
     pub connection_id: String,
     pub provider_id: Option<String>,
@@ -29,11 +29,62 @@ pub struct ConnectionRow {
     pub last_event_at: Option<DateTime<Utc>>,
     pub last_synced_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// `automated` or `assisted`: decides how the connection is swept.
+    pub kind: String,
+    /// The entities /introspect lists; with several, each read names one.
+    pub entity_ids: Vec<String>,
+    /// The failure class that parked the connection; `None` while it is read.
+    pub parked_reason: Option<String>,
+    /// When the current series of parks began.
+    pub parked_at: Option<DateTime<Utc>>,
+    /// When the worker tries again by itself; `None` while parked: only a
+    /// reconnect or an operator resumes it.
+    pub resume_at: Option<DateTime<Utc>>,
+    /// Parks in a row, which set the next backoff.
+    pub park_count: i32,
+    /// No request before this (a provider's rate limit).
+    pub paused_until: Option<DateTime<Utc>>,
+    /// When the next reconciliation sweep is due.
+    pub next_sweep_at: Option<DateTime<Utc>>,
+    /// When the last sweep was queued.
+    pub last_swept_at: Option<DateTime<Utc>>,
+    /// Finch's own latest refresh of the connection.
+    pub finch_synced_at: Option<DateTime<Utc>>,
 }
 
 impl ConnectionRow {
+    /// Finch serves no data in this status, or the worker parked it.
     pub fn is_parked(&self) -> bool {
+        PARKED_STATUSES.contains(&self.status.as_str()) || self.parked_reason.is_some()
+    }
+
+    /// Finch itself reports a status in which it serves no data.
+    pub fn is_parked_by_finch(&self) -> bool {
         PARKED_STATUSES.contains(&self.status.as_str())
+    }
+
+    /// Why nothing is read for the connection, for the notes of skipped events.
+    pub fn parked_because(&self) -> &str {
+        self.parked_reason.as_deref().unwrap_or(&self.status)
+    }
+
+    /// The entities each read is made for: every listed one when there are
+    /// several, else the connection as a whole (`None`).
+    pub fn read_entities(&self) -> Vec<Option<String>> {
+        if self.entity_ids.len() > 1 {
+            self.entity_ids.iter().cloned().map(Some).collect()
+        } else {
+            vec![None]
+        }
+    }
+
+    /// The entity id rows of a read for `entity` are stamped with: the
+    /// requested one, or the connection's only one, or ''.
+    pub fn row_entity(&self, entity: Option<&str>) -> String {
+        entity
+            .map(str::to_owned)
+            .or_else(|| (self.entity_ids.len() == 1).then(|| self.entity_ids[0].clone()))
+            .unwrap_or_default()
     }
 
     pub fn has_product(&self, permission: &str) -> bool {
@@ -60,7 +111,9 @@ pub enum ConnectionError {
 }
 
 const COLUMNS: &str = "connection_id, provider_id, products, status, created_at, updated_at, \
-                       last_event_at, last_synced_at, last_error";
+                       last_event_at, last_synced_at, last_error, kind, entity_ids, parked_reason, \
+                       parked_at, resume_at, park_count, paused_until, next_sweep_at, last_swept_at, \
+                       finch_synced_at";
 
 /// What we learned about a token, to be stored with it.
 #[derive(Debug, Clone)]
@@ -87,7 +140,8 @@ pub async fn upsert(
              access_token = EXCLUDED.access_token, token_key_id = EXCLUDED.token_key_id,
              token_bound = true,
              provider_id = EXCLUDED.provider_id, products = EXCLUDED.products,
-             status = EXCLUDED.status, updated_at = now(), last_error = NULL",
+             status = EXCLUDED.status, updated_at = now(), last_error = NULL,
+             parked_reason = NULL, parked_at = NULL, resume_at = NULL, park_count = 0",
     )
     .bind(new.connection_id)
     .bind(sealed.ciphertext)
@@ -193,6 +247,64 @@ pub async fn update_details(
     Ok(())
 }
 
+/// What /introspect says about how the connection is refreshed: its kind,
+/// its entities and Finch's latest refresh.
+pub async fn record_introspection(
+    pool: &PgPool,
+    connection_id: &str,
+    kind: &str,
+    entity_ids: &[String],
+    finch_synced_at: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE connections SET kind = $2, entity_ids = $3,
+             finch_synced_at = greatest(finch_synced_at, $4)
+         WHERE connection_id = $1",
+    )
+    .bind(connection_id)
+    .bind(kind)
+    .bind(entity_ids)
+    .bind(finch_synced_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records Finch's latest refresh (a completed data sync job).
+pub async fn record_finch_sync(
+    pool: &PgPool,
+    connection_id: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE connections SET finch_synced_at = greatest(finch_synced_at, $2)
+         WHERE connection_id = $1",
+    )
+    .bind(connection_id)
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Holds every request for the connection until `until` (a provider's limit).
+pub async fn pause_until(
+    pool: &PgPool,
+    connection_id: &str,
+    pause: std::time::Duration,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE connections SET paused_until = greatest(coalesce(paused_until, '-infinity'),
+             now() + make_interval(secs => $2))
+         WHERE connection_id = $1",
+    )
+    .bind(connection_id)
+    .bind(pause.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub async fn touch_event(pool: &PgPool, connection_ids: &[String]) -> Result<(), StoreError> {
     sqlx::query("UPDATE connections SET last_event_at = now() WHERE connection_id = ANY($1)")
         .bind(connection_ids)
@@ -201,9 +313,13 @@ pub async fn touch_event(pool: &PgPool, connection_ids: &[String]) -> Result<(),
     Ok(())
 }
 
+/// A read committed: the failure series (if any) is over.
 pub async fn mark_synced(pool: &PgPool, connection_id: &str) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE connections SET last_synced_at = now(), last_error = NULL WHERE connection_id = $1",
+        "UPDATE connections SET last_synced_at = now(), last_error = NULL,
+             park_count = CASE WHEN parked_reason IS NULL THEN 0 ELSE park_count END,
+             parked_at = CASE WHEN parked_reason IS NULL THEN NULL ELSE parked_at END
+         WHERE connection_id = $1",
     )
     .bind(connection_id)
     .execute(pool)

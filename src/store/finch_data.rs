@@ -81,9 +81,28 @@ impl Changes {
         self.entries.push((product, kind, ids));
     }
 
+    /// The ids of one product's rows that changed in one way.
+    pub fn ids(&self, product: Product, kind: ChangeKind) -> Vec<Vec<String>> {
+        self.entries
+            .iter()
+            .filter(|(p, k, _)| *p == product && *k == kind)
+            .map(|(_, _, ids)| ids.clone())
+            .collect()
+    }
+
     pub fn count(&self, kind: ChangeKind) -> usize {
         self.entries.iter().filter(|(_, k, _)| *k == kind).count()
     }
+}
+
+/// Which entity a read's rows belong to.
+#[derive(Debug, Clone, Copy)]
+pub struct Entity<'a> {
+    /// Written on every row: the entity read, the connection's only one, or ''.
+    pub stamp: &'a str,
+    /// The entity the read named (multi-entity connections); deletions
+    /// stay within it.
+    pub only: Option<&'a str>,
 }
 
 /// When a response was produced, for ordering writes.
@@ -99,6 +118,7 @@ pub async fn upsert(
     tx: &mut PgConnection,
     product: Product,
     connection_id: &str,
+    entity: Entity<'_>,
     items: &[Item],
     freshness: Freshness,
     changes: &mut Changes,
@@ -133,9 +153,16 @@ pub async fn upsert(
             format!("{s}, ")
         }
     };
+    // A company is one row per entity; every other row has its own Finch id.
+    let per_entity = product == Product::Company;
+    let entity_param = format!("${}", n + 5);
     let join = |a: &str, b: &str| {
         if keys.is_empty() {
-            "TRUE".to_owned()
+            if a == "t" {
+                format!("t.entity_id = {entity_param}")
+            } else {
+                "TRUE".to_owned()
+            }
         } else {
             keys.iter()
                 .map(|k| format!("{a}.{k} = {b}.{k}"))
@@ -153,10 +180,11 @@ pub async fn upsert(
              SELECT t.* FROM {table} t JOIN input i ON {join_ti} WHERE t.connection_id = $1
          ),
          up AS (
-             INSERT INTO {table} (connection_id, {cols_c}data, data_retrieved_at, fetched_at, deleted_at)
-             SELECT $1, {cols_c}data, ${dr}, ${fa}, NULL FROM input
-             ON CONFLICT (connection_id{comma_cols}) DO UPDATE SET
+             INSERT INTO {table} (connection_id, entity_id, {cols_c}data, data_retrieved_at, fetched_at, deleted_at)
+             SELECT $1, {entity_param}, {cols_c}data, ${dr}, ${fa}, NULL FROM input
+             ON CONFLICT (connection_id{conflict_entity}{comma_cols}) DO UPDATE SET
                  data = EXCLUDED.data,
+                 entity_id = EXCLUDED.entity_id,
                  data_retrieved_at = EXCLUDED.data_retrieved_at,
                  fetched_at = EXCLUDED.fetched_at,
                  deleted_at = NULL
@@ -174,6 +202,7 @@ pub async fn upsert(
         join_ti = join("t", "i"),
         join_uo = join("up", "old"),
         comma_cols = if cols.is_empty() { String::new() } else { format!(", {cols}") },
+        conflict_entity = if per_entity { ", entity_id" } else { "" },
         dr = n + 3,
         fa = n + 4,
     );
@@ -186,7 +215,8 @@ pub async fn upsert(
     query = query
         .bind(data)
         .bind(freshness.data_retrieved_at)
-        .bind(freshness.fetched_at);
+        .bind(freshness.fetched_at)
+        .bind(entity.stamp);
     let rows = query.fetch_all(&mut *tx).await?;
     let mut created = Vec::new();
     let mut updated = Vec::new();
@@ -238,6 +268,7 @@ pub async fn mark_deleted(
     tx: &mut PgConnection,
     product: Product,
     connection_id: &str,
+    entity: Option<&str>,
     scope: &Scope,
     freshness: Freshness,
     changes: &mut Changes,
@@ -251,7 +282,8 @@ pub async fn mark_deleted(
     };
     let base = format!(
         "UPDATE {table} SET deleted_at = now()
-         WHERE connection_id = $1 AND deleted_at IS NULL AND fetched_at <= $2"
+         WHERE connection_id = $1 AND deleted_at IS NULL AND fetched_at <= $2
+           AND ($3::text IS NULL OR entity_id = $3)"
     );
     let query = match scope {
         Scope::Exactly(rows) => {
@@ -270,25 +302,27 @@ pub async fn mark_deleted(
                 columns.join(" AND ")
             };
             let sql = format!(
-                "{base} AND EXISTS (SELECT 1 FROM jsonb_array_elements($3::jsonb) r WHERE {tuple})
+                "{base} AND EXISTS (SELECT 1 FROM jsonb_array_elements($4::jsonb) r WHERE {tuple})
                  RETURNING {returning}"
             );
             let rows = json!(rows).to_string();
             sqlx::query(&sql)
                 .bind(connection_id)
                 .bind(freshness.fetched_at)
+                .bind(entity)
                 .bind(rows)
                 .fetch_all(&mut *tx)
                 .await?
         }
         Scope::AllExcept { present } => {
             let sql = format!(
-                "{base} AND NOT ({} = ANY($3)) RETURNING {returning}",
+                "{base} AND NOT ({} = ANY($4)) RETURNING {returning}",
                 keys[0]
             );
             sqlx::query(&sql)
                 .bind(connection_id)
                 .bind(freshness.fetched_at)
+                .bind(entity)
                 .bind(present)
                 .fetch_all(&mut *tx)
                 .await?
@@ -299,13 +333,14 @@ pub async fn mark_deleted(
             present,
         } => {
             let sql = format!(
-                "{base} AND NOT (payment_id = ANY($3))
-                   AND (data->>'pay_date') >= $4 AND (data->>'pay_date') <= $5
+                "{base} AND NOT (payment_id = ANY($4))
+                   AND (data->>'pay_date') >= $5 AND (data->>'pay_date') <= $6
                  RETURNING {returning}"
             );
             sqlx::query(&sql)
                 .bind(connection_id)
                 .bind(freshness.fetched_at)
+                .bind(entity)
                 .bind(present)
                 .bind(start.to_string())
                 .bind(end.to_string())
@@ -317,26 +352,72 @@ pub async fn mark_deleted(
             present,
         } => {
             let sql = format!(
-                "{base} AND payment_id = $3 AND NOT (individual_id = ANY($4)) RETURNING {returning}"
+                "{base} AND payment_id = $4 AND NOT (individual_id = ANY($5)) RETURNING {returning}"
             );
             sqlx::query(&sql)
                 .bind(connection_id)
                 .bind(freshness.fetched_at)
+                .bind(entity)
                 .bind(payment_id)
                 .bind(present)
                 .fetch_all(&mut *tx)
                 .await?
         }
     };
+    let mut deleted_payments = Vec::new();
     for row in query {
         use sqlx::Row as _;
         let ids: Vec<String> = (0..keys.len())
             .map(|k| row.try_get::<String, _>(k))
             .collect::<Result<_, _>>()
             .map_err(StoreError::from)?;
+        if product == Product::Payment {
+            deleted_payments.push(ids[0].clone());
+        }
         changes.push(product, ChangeKind::Deleted, ids);
     }
+    if !deleted_payments.is_empty() {
+        // A payment's statements go with it.
+        let statements: Vec<(String, String)> = sqlx::query_as(
+            "UPDATE finch_pay_statements SET deleted_at = now()
+             WHERE connection_id = $1 AND deleted_at IS NULL AND payment_id = ANY($2)
+             RETURNING payment_id, individual_id",
+        )
+        .bind(connection_id)
+        .bind(&deleted_payments)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (payment_id, individual_id) in statements {
+            changes.push(
+                Product::PayStatement,
+                ChangeKind::Deleted,
+                vec![payment_id, individual_id],
+            );
+        }
+    }
     Ok(())
+}
+
+/// Payments of the connection paid within the range whose statements were
+/// never stored: a sweep reads them even though the payment is unchanged.
+pub async fn payments_without_statements(
+    pool: &PgPool,
+    connection_id: &str,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT p.payment_id FROM finch_payments p
+         WHERE p.connection_id = $1 AND p.deleted_at IS NULL
+           AND (p.data->>'pay_date') >= $2 AND (p.data->>'pay_date') <= $3
+           AND NOT EXISTS (SELECT 1 FROM finch_pay_statements s
+                           WHERE s.connection_id = p.connection_id AND s.payment_id = p.payment_id)",
+    )
+    .bind(connection_id)
+    .bind(start.to_string())
+    .bind(end.to_string())
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Most ids one notification names; larger changes are split.
@@ -410,6 +491,22 @@ pub async fn queue_notifications(
     .fetch_all(&mut *tx)
     .await?;
     Ok(rows)
+}
+
+/// Writes one notification into the outbox, in the caller's transaction.
+pub async fn queue_notification(
+    tx: &mut PgConnection,
+    routing_key: &str,
+    body: &Value,
+) -> Result<Notification, StoreError> {
+    Ok(sqlx::query_as(
+        "INSERT INTO finch_sync_outbox (routing_key, body) VALUES ($1, $2)
+         RETURNING id, routing_key, body",
+    )
+    .bind(routing_key)
+    .bind(body)
+    .fetch_one(&mut *tx)
+    .await?)
 }
 
 pub async fn delete_notifications(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {

@@ -4,6 +4,10 @@ pub mod budget;
 pub mod connections;
 pub mod events;
 pub mod finch_data;
+pub mod lease;
+pub mod parking;
+pub mod sweeps;
+pub mod watermarks;
 
 use std::time::Duration;
 

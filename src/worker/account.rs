@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::message::{Failure, Message};
-use super::{route, Context};
+use super::route::{self, Depth};
+use super::Context;
 use crate::finch::ErrorClass;
 use crate::store::connections;
 use crate::telemetry::ErrorChain;
@@ -29,13 +30,32 @@ pub(super) async fn updated(
                 &status,
             )
             .await;
+            let updated = match updated {
+                Ok(()) => {
+                    connections::record_introspection(
+                        &ctx.pool,
+                        &id,
+                        info.kind(),
+                        &info.entity_ids(),
+                        info.last_successful_sync(),
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            };
             ctx.connections.invalidate(&id);
             match updated {
                 Ok(()) => {
                     tracing::info!(connection_id = %id, status = %status, "connection status updated");
                     if status == "connected" {
+                        if let Err(failure) =
+                            route::resume(&ctx, &id, "account.updated: connected").await
+                        {
+                            message.settle(Err(failure));
+                            return;
+                        }
                         match connections::find(&ctx.pool, &id).await {
-                            Ok(Some(row)) => route::full_sync(&ctx, &row, &message),
+                            Ok(Some(row)) => route::sync(&ctx, &row, &message, Depth::Full).await,
                             Ok(None) => message.note("connection removed meanwhile"),
                             Err(error) => {
                                 message.settle(Err(Failure::retry(ErrorChain(&error).to_string())));

@@ -4,7 +4,7 @@
 use chrono::NaiveDate;
 use serde_json::Value;
 
-use crate::queue::contract::RESYNC_EVENT_TYPE;
+use crate::queue::contract::{RESYNC_EVENT_TYPE, SWEEP_EVENT_TYPE};
 
 /// What an event asks the worker to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,10 +13,15 @@ pub enum Action {
         status: Option<String>,
     },
     FullSync,
+    /// A reconciliation sweep queued by the scheduler.
+    Sweep,
     Job {
         job_id: String,
         manual: bool,
         kind: String,
+        /// The event says the job finished successfully (`.completed`,
+        /// `.succeeded`), so it need not be read.
+        completed: bool,
     },
     Company,
     Directory,
@@ -42,6 +47,7 @@ impl Action {
         match self {
             Action::AccountUpdated { .. } => "account",
             Action::FullSync => "resync",
+            Action::Sweep => "sweep",
             Action::Job { .. } => "job",
             Action::Company => "company",
             Action::Directory => "directory",
@@ -72,6 +78,9 @@ pub fn classify(event_type: &str, body: &Value) -> Result<Action, String> {
     if event_type == RESYNC_EVENT_TYPE {
         return Ok(Action::FullSync);
     }
+    if event_type == SWEEP_EVENT_TYPE {
+        return Ok(Action::Sweep);
+    }
     if event_type == "account.updated" {
         return Ok(Action::AccountUpdated {
             status: text("status"),
@@ -82,10 +91,12 @@ pub fn classify(event_type: &str, body: &Value) -> Result<Action, String> {
         let automated_sync = kind == "data_sync_all" || kind.starts_with("initial_data_sync");
         let manual = kind.starts_with("benefit_");
         if automated_sync || manual {
+            let completed = matches!(rest.rsplit('.').next(), Some("completed" | "succeeded"));
             return Ok(Action::Job {
                 job_id: required("job_id")?,
                 manual,
                 kind,
+                completed,
             });
         }
         return Ok(Action::Record);

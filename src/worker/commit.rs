@@ -3,8 +3,9 @@
 
 use super::{notify, Context};
 use crate::finch::Product;
-use crate::store::connections;
-use crate::store::finch_data::{self, Changes, Freshness, Item, Scope};
+use crate::store::connections::{self, ConnectionRow};
+use crate::store::finch_data::{self, Changes, Entity, Freshness, Item, Scope};
+use crate::store::watermarks;
 use crate::store::StoreError;
 use crate::telemetry::ErrorChain;
 
@@ -12,6 +13,9 @@ use crate::telemetry::ErrorChain;
 pub(super) enum Write {
     Upsert(Product, Vec<Item>),
     Delete(Product, Scope),
+    /// The product was read successfully (for payments: every pay date up
+    /// to the date given).
+    Watermark(Product, Option<chrono::NaiveDate>),
 }
 
 /// Applies the writes and queues their notifications in one transaction,
@@ -24,26 +28,53 @@ pub(super) enum Write {
 )]
 pub(super) async fn commit(
     ctx: &Context,
-    connection_id: &str,
+    connection: &ConnectionRow,
+    entity: Option<&str>,
     fresh: Freshness,
     writes: Vec<Write>,
     requests: u32,
     events: usize,
 ) -> Result<Changes, StoreError> {
+    let connection_id = connection.connection_id.as_str();
+    // Rows carry the entity they were read for; deletions stay within it.
+    let stamp = connection.row_entity(entity);
+    let scope = Entity {
+        stamp: &stamp,
+        only: entity,
+    };
     let mut tx = ctx.pool.begin().await?;
     let mut changes = Changes::default();
     for write in &writes {
         match write {
             Write::Upsert(product, items) => {
-                finch_data::upsert(&mut tx, *product, connection_id, items, fresh, &mut changes)
-                    .await?;
-            }
-            Write::Delete(product, scope) => {
-                finch_data::mark_deleted(
+                finch_data::upsert(
                     &mut tx,
                     *product,
                     connection_id,
                     scope,
+                    items,
+                    fresh,
+                    &mut changes,
+                )
+                .await?;
+            }
+            Write::Watermark(product, read_through) => {
+                watermarks::record_success(
+                    &mut tx,
+                    connection_id,
+                    *product,
+                    fresh.data_retrieved_at,
+                    *read_through,
+                )
+                .await?;
+            }
+            Write::Delete(product, scope_of_write) => {
+                finch_data::mark_deleted(
+                    &mut tx,
+                    *product,
+                    connection_id,
+                    entity,
+                    scope_of_write,
                     fresh,
                     &mut changes,
                 )

@@ -7,10 +7,18 @@ use std::sync::Arc;
 
 use tracing::Instrument as _;
 
-use super::scheduler::{self, Lane, Work};
+use std::time::Duration;
+
+use super::scheduler::{self, Lane, Priority, Work};
 use super::{fetch, Context};
 use crate::finch::Product;
 use crate::metrics::ProductLabel;
+use crate::store::budget::Grant;
+use crate::telemetry::ErrorChain;
+
+/// Longest a dispatcher with only sweep work sleeps before asking the
+/// budget again (event work wakes it sooner).
+const SWEEP_RECHECK: Duration = Duration::from_secs(1);
 
 /// Runs a product's dispatcher until the worker stops.
 pub(super) async fn run(ctx: Arc<Context>, lane: Arc<Lane>) {
@@ -34,11 +42,36 @@ pub(super) async fn run(ctx: Arc<Context>, lane: Arc<Lane>) {
             },
             () = ctx.stop.cancelled() => return,
         };
-        if !take_budget(&ctx, product).await {
-            return;
+        if lane.event_work_due(window) {
+            if !take_budget(&ctx, product, None).await {
+                return;
+            }
+        } else {
+            // Only sweeps are due: they take what the reserve leaves, or wait.
+            let wait = match ctx
+                .budget
+                .try_acquire_below(product, ctx.config.fleet.sweep_reserve)
+                .await
+            {
+                Ok(Grant::Granted) => None,
+                Ok(Grant::Wait(wait)) => Some(wait.min(SWEEP_RECHECK)),
+                Err(error) => {
+                    tracing::warn!(error = %ErrorChain(&error), product = product.as_str(), "rate budget unavailable");
+                    Some(SWEEP_RECHECK)
+                }
+            };
+            if let Some(wait) = wait {
+                drop(permit);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = lane.changed() => {}
+                    () = ctx.stop.cancelled() => return,
+                }
+                continue;
+            }
         }
         // Chosen only now, so the batch holds whatever arrived meanwhile.
-        let Some((connection_id, work)) = lane.take_next(window, max_items) else {
+        let Some((connection_id, work)) = lane.take_next(window, max_items, true) else {
             continue;
         };
         ctx.metrics.batch_size.observe(work.requests() as f64);
@@ -81,20 +114,23 @@ fn batch_span(product: Product, connection_id: &str, work: &Work) -> tracing::Sp
 }
 
 /// The first request of a batch was paid for by the dispatcher; later pages
-/// take their own.
+/// take their own (a sweep's only below the reserve).
 pub(super) struct Spend {
     /// Whether the dispatcher's request is still unused.
     prepaid: bool,
     /// Requests granted so far, for the batch's `refetched` line.
     granted: u32,
+    /// A sweep's share limit: it takes budget only below it.
+    below_reserve: Option<f64>,
 }
 
 impl Spend {
     /// For a batch the dispatcher took a request for.
-    pub(super) fn prepaid() -> Self {
+    pub(super) fn prepaid(ctx: &Context, priority: Priority) -> Self {
         Self {
             prepaid: true,
             granted: 0,
+            below_reserve: (priority == Priority::Sweep).then_some(ctx.config.fleet.sweep_reserve),
         }
     }
 
@@ -106,7 +142,8 @@ impl Spend {
     /// One request's budget: the prepaid one first, then from the shared
     /// budget; false once the worker stops.
     pub(super) async fn take(&mut self, ctx: &Context, product: Product) -> bool {
-        let granted = std::mem::take(&mut self.prepaid) || take_budget(ctx, product).await;
+        let granted = std::mem::take(&mut self.prepaid)
+            || take_budget(ctx, product, self.below_reserve).await;
         self.granted += u32::from(granted);
         granted
     }
@@ -114,8 +151,10 @@ impl Spend {
 
 /// Takes one request from the shared budget, counting the wait; false
 /// once the worker stops.
-async fn take_budget(ctx: &Context, product: Product) -> bool {
-    let Some(waited) = scheduler::acquire_budget(&ctx.budget, product, &ctx.stop).await else {
+async fn take_budget(ctx: &Context, product: Product, below_reserve: Option<f64>) -> bool {
+    let Some(waited) =
+        scheduler::acquire_budget(&ctx.budget, product, below_reserve, &ctx.stop).await
+    else {
         return false;
     };
     ctx.metrics

@@ -20,13 +20,15 @@
 //! | [`consume`] | the work-queue consumer and its reconnects |
 //! | [`message`] | one message's life: its waiters, its outcome ([`message::Failure`]) |
 //! | [`action`] | what an event asks for, from its type and body |
-//! | [`route`] | from a delivery to its work: scheduled reads or a handler; what a full sync reads |
+//! | [`route`] | from a delivery to its work: scheduled reads or a handler; what a full sync or sweep reads |
 //! | [`account`] | the `account.updated` handler |
-//! | [`job`] | the `job.*` handler |
-//! | [`scheduler`] | coalescing lanes per product and connection, fair turns, the shared budget |
-//! | [`dispatch`] | one loop per product sending due work out within the budget |
+//! | [`job`] | the `job.*` handler: a completed data sync records Finch's freshness, no request |
+//! | [`scheduler`] | coalescing lanes per product and connection, events before sweeps, fair turns |
+//! | [`dispatch`] | one loop per product sending due work out within the budget (sweeps below the reserve) |
 //! | [`fetch`] | reading a batch from Finch, one file per product family |
-//! | [`finch_failure`] | what a failed Finch request changes: product pauses, parked connections |
+//! | [`horizon`] | the retry horizon of each failure class, in one table |
+//! | [`finch_failure`] | applying that table: scope pauses, parked connections, retries |
+//! | [`sweep`] | the scheduler (one worker, by lease): reconciliation sweeps and resumes |
 //! | [`commit`] | one transaction per batch, with its notifications |
 //! | [`notify`] | publishing `finch.synced` notifications and sweeping their outbox |
 //! | [`finalize`] | ack, retry or dead-letter each settled message, recorded on `webhook_events` |
@@ -42,12 +44,14 @@ pub mod dispatch;
 pub mod fetch;
 pub mod finalize;
 pub mod finch_failure;
+pub mod horizon;
 pub mod housekeeping;
 pub mod job;
 pub mod message;
 pub mod notify;
 pub mod route;
 pub mod scheduler;
+pub mod sweep;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -201,6 +205,7 @@ impl Application {
             .map(|product| tokio::spawn(dispatch::run(ctx.clone(), ctx.scheduler.lane(*product))))
             .collect();
         let housekeeping = tokio::spawn(housekeeping::run(ctx.clone()));
+        let sweeper = tokio::spawn(sweep::run(ctx.clone()));
         let stop_intake = CancellationToken::new();
         let consumer = tokio::spawn(consume::run(ctx.clone(), done_tx, stop_intake.clone()));
 
@@ -210,6 +215,7 @@ impl Application {
         // Kept open until the finalizer is done: acks need the channel.
         let held = consumer.await.ok().flatten();
         ctx.stop.cancel();
+        sweeper.await.ok();
         for dispatcher in dispatchers {
             dispatcher.await.ok();
         }

@@ -15,11 +15,12 @@ use tracing::Instrument as _;
 
 use super::action::{self, Action};
 use super::message::{Failure, Message};
-use super::scheduler::Target;
+use super::scheduler::{Follow, For, Priority, Target};
 use super::{account, job, Context};
 use crate::finch::Product;
 use crate::queue::contract::reasons;
 use crate::store::connections::ConnectionRow;
+use crate::store::{parking, watermarks};
 use crate::telemetry::ErrorChain;
 
 /// Routes one delivery to the work it needs. A panic while routing is a
@@ -118,6 +119,14 @@ async fn route(ctx: &Arc<Context>, message: &Arc<Message>, parsed: super::messag
         Err(error) => return message.settle(Err(Failure::retry(ErrorChain(&error).to_string()))),
     };
     let row = &connection.row;
+    // Finch names the entity a change belongs to; only that one is read.
+    let event_entity = body
+        .get("entity_id")
+        .or_else(|| body.get("data").and_then(|data| data.get("entity_id")))
+        .and_then(serde_json::Value::as_str)
+        .filter(|entity| row.entity_ids.len() > 1 && row.entity_ids.iter().any(|e| e == entity))
+        .map(str::to_owned);
+    let event_entity = event_entity.as_deref();
     match action {
         Action::AccountUpdated { status } => {
             spawn_handler(
@@ -130,6 +139,7 @@ async fn route(ctx: &Arc<Context>, message: &Arc<Message>, parsed: super::messag
             job_id,
             manual,
             kind,
+            completed,
         } => {
             spawn_handler(
                 ctx,
@@ -138,66 +148,107 @@ async fn route(ctx: &Arc<Context>, message: &Arc<Message>, parsed: super::messag
                     ctx.clone(),
                     connection.clone(),
                     message.clone(),
-                    job_id,
-                    manual,
-                    kind,
+                    job::Job {
+                        id: job_id,
+                        manual,
+                        kind,
+                        completed,
+                        body: body.get("data").cloned().unwrap_or_default(),
+                    },
                 ),
             );
         }
+        // An operator's resync lifts the worker's own park first.
+        Action::FullSync if row.parked_reason.is_some() && !row.is_parked_by_finch() => {
+            let handler = {
+                let ctx = ctx.clone();
+                let row = row.clone();
+                let waiter = message.clone();
+                async move {
+                    let outcome = resume(&ctx, &row.connection_id, "connections resync").await;
+                    if outcome.is_ok() {
+                        sync(&ctx, &row, &waiter, Depth::Full).await;
+                    }
+                    waiter.settle(outcome);
+                }
+            };
+            spawn_handler(ctx, &message, handler);
+        }
         // Events for a connection Finch cannot serve are acknowledged: the
-        // full sync that follows its reconnection reads everything anyway.
-        _ if row.is_parked() => message.note(format!("skipped: connection is {}", row.status)),
-        Action::FullSync => full_sync(ctx, row, &message),
-        Action::Company => {
-            ctx.scheduler.submit(
-                Product::Company,
-                &connection_id,
-                Target::Whole { follow: false },
-                &message,
+        // sync that follows its reconnection or resume reads everything anyway.
+        _ if row.is_parked() => {
+            message.note(format!("skipped: connection is {}", row.parked_because()))
+        }
+        Action::FullSync | Action::Sweep => {
+            let depth = if matches!(action, Action::Sweep) {
+                Depth::Sweep
+            } else {
+                Depth::Full
+            };
+            message.attach(1);
+            let span = message.span.clone();
+            let ctx = ctx.clone();
+            let row = row.clone();
+            let waiter = message.clone();
+            ctx.tracker.clone().spawn(
+                async move {
+                    sync(&ctx, &row, &waiter, depth).await;
+                    waiter.settle(Ok(()));
+                }
+                .instrument(span),
             );
+        }
+        Action::Company => {
+            let target = || Target::Whole {
+                follow: Follow::None,
+            };
+            submit_event(ctx, row, event_entity, Product::Company, target, &message);
         }
         Action::Directory => {
-            ctx.scheduler.submit(
-                Product::Directory,
-                &connection_id,
-                Target::Whole { follow: false },
-                &message,
-            );
+            let target = || Target::Whole {
+                follow: Follow::None,
+            };
+            submit_event(ctx, row, event_entity, Product::Directory, target, &message);
         }
         Action::Individual { individual_id } => {
-            ctx.scheduler.submit(
+            let target = || Target::Items(vec![individual_id.clone()]);
+            submit_event(
+                ctx,
+                row,
+                event_entity,
                 Product::Individual,
-                &connection_id,
-                Target::Items(vec![individual_id]),
+                target,
                 &message,
             );
         }
         Action::Employment { individual_id } => {
-            ctx.scheduler.submit(
+            let target = || Target::Items(vec![individual_id.clone()]);
+            submit_event(
+                ctx,
+                row,
+                event_entity,
                 Product::Employment,
-                &connection_id,
-                Target::Items(vec![individual_id]),
+                target,
                 &message,
             );
         }
         Action::Payment { pay_date } => {
             let (start, end) = payment_window(ctx, pay_date);
-            ctx.scheduler.submit(
-                Product::Payment,
-                &connection_id,
-                Target::Range {
-                    start,
-                    end,
-                    follow: false,
-                },
-                &message,
-            );
+            let target = || Target::Range {
+                start,
+                end,
+                follow: Follow::None,
+            };
+            submit_event(ctx, row, event_entity, Product::Payment, target, &message);
         }
         Action::PayStatement { payment_id } => {
-            ctx.scheduler.submit(
+            let target = || Target::Items(vec![payment_id.clone()]);
+            submit_event(
+                ctx,
+                row,
+                event_entity,
                 Product::PayStatement,
-                &connection_id,
-                Target::Items(vec![payment_id]),
+                target,
                 &message,
             );
         }
@@ -207,43 +258,111 @@ async fn route(ctx: &Arc<Context>, message: &Arc<Message>, parsed: super::messag
     message.settle(Ok(()));
 }
 
-/// Queues everything a full sync reads, for the products the connection
-/// granted; directory and payments bring their follow-up reads.
-pub(super) fn full_sync(ctx: &Context, connection: &ConnectionRow, waiter: &Arc<Message>) {
+/// Queues an event's read: for the event's entity when it names one of a
+/// multi-entity connection's, else for every entity the connection reads.
+fn submit_event(
+    ctx: &Context,
+    row: &ConnectionRow,
+    event_entity: Option<&str>,
+    product: Product,
+    target: impl Fn() -> Target,
+    waiter: &Arc<Message>,
+) {
+    let entities = match event_entity {
+        Some(entity) => vec![Some(entity.to_owned())],
+        None => row.read_entities(),
+    };
+    for entity in &entities {
+        let to = For {
+            connection_id: &row.connection_id,
+            entity: entity.as_deref(),
+            priority: Priority::Event,
+        };
+        ctx.scheduler.submit(product, to, target(), waiter);
+    }
+}
+
+/// How much a sync reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Depth {
+    /// Everything, ignoring watermarks: a first sync, a reconnect (Finch's
+    /// ids may have changed) or an operator's resync.
+    Full,
+    /// A reconciliation: company, directory and everyone in it, payments
+    /// from the watermark minus the overlap, and only the statements of
+    /// payments new or changed. Sent only when no event work is due.
+    Sweep,
+}
+
+/// Queues what a sync reads, for the products the connection granted;
+/// directory and payments bring their follow-up reads.
+pub(super) async fn sync(
+    ctx: &Context,
+    connection: &ConnectionRow,
+    waiter: &Arc<Message>,
+    depth: Depth,
+) {
     let id = &connection.connection_id;
+    let (priority, follow) = match depth {
+        Depth::Full => (Priority::Event, Follow::All),
+        Depth::Sweep => (Priority::Sweep, Follow::Changed),
+    };
+    let entities = connection.read_entities();
+    let each = |product: Product, target: &dyn Fn() -> Target| {
+        for entity in &entities {
+            let to = For {
+                connection_id: id,
+                entity: entity.as_deref(),
+                priority,
+            };
+            ctx.scheduler.submit(product, to, target(), waiter);
+        }
+    };
     if connection.has_product("company") {
-        ctx.scheduler.submit(
-            Product::Company,
-            id,
-            Target::Whole { follow: false },
-            waiter,
-        );
+        each(Product::Company, &|| Target::Whole {
+            follow: Follow::None,
+        });
     }
     if connection.has_product("directory") {
-        ctx.scheduler.submit(
-            Product::Directory,
-            id,
-            Target::Whole { follow: true },
-            waiter,
-        );
+        each(Product::Directory, &|| Target::Whole {
+            follow: Follow::All,
+        });
     }
     if connection.has_product("payment") {
+        let since = ctx.config.full_sync_since;
+        let start = match depth {
+            Depth::Full => since,
+            Depth::Sweep => match watermarks::payments_read_through(&ctx.pool, id).await {
+                Ok(Some(mark)) => {
+                    (mark - Days::new(u64::from(ctx.config.fleet.payment_overlap_days))).max(since)
+                }
+                Ok(None) => since,
+                Err(error) => {
+                    tracing::warn!(error = %ErrorChain(&error), "could not read the payments watermark; reading from the start");
+                    since
+                }
+            },
+        };
         // Far enough ahead to include payments already scheduled.
         let end = Utc::now()
             .date_naive()
             .checked_add_days(Days::new(62))
             .unwrap_or(NaiveDate::MAX);
-        ctx.scheduler.submit(
-            Product::Payment,
-            id,
-            Target::Range {
-                start: ctx.config.full_sync_since,
-                end,
-                follow: true,
-            },
-            waiter,
-        );
+        each(Product::Payment, &|| Target::Range { start, end, follow });
     }
+}
+
+/// Lifts the worker's park of a connection and announces it.
+pub(super) async fn resume(ctx: &Context, connection_id: &str, why: &str) -> Result<(), Failure> {
+    let notification = parking::resume(&ctx.pool, connection_id, why)
+        .await
+        .map_err(|error| Failure::retry(ErrorChain(&error).to_string()))?;
+    ctx.connections.invalidate(connection_id);
+    if let Some(notification) = notification {
+        tracing::info!(connection_id, why, "connection resumed");
+        super::notify::publish(ctx, vec![notification]).await;
+    }
+    Ok(())
 }
 
 /// The payment window a `payment.*` event asks for.

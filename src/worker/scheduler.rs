@@ -7,6 +7,10 @@
 //! out: connections take turns (round robin in order of arrival), and the
 //! chosen connection's batch includes everything that arrived while the
 //! budget was being waited for.
+//!
+//! Sweeps are background work: they collect apart from events, go out only
+//! when no event work is due, and take budget only below the reserve (see
+//! [`dispatch`](super::dispatch)), so an event never waits behind a sweep.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -21,22 +25,108 @@ use crate::finch::Product;
 use crate::store::budget::Grant;
 use crate::telemetry::ErrorChain;
 
+/// The reads a whole-resource request goes on to once it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// None: the event asked for this resource only.
+    None,
+    /// Everything it lists (a full sync: everyone in the directory, the
+    /// statements of every payment).
+    All,
+    /// Only what is new or may have changed (a sweep: the statements of
+    /// payments created or updated by the read, or never read).
+    Changed,
+}
+
+impl Follow {
+    pub fn any(self) -> bool {
+        self != Follow::None
+    }
+}
+
+/// Whether work serves events or a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Priority {
+    Event,
+    Sweep,
+}
+
 /// Work waiting for one (product, connection).
-#[derive(Default)]
 pub struct Work {
     pub first_at: Option<Instant>,
     /// When the latest request joined: a burst is sent once it goes quiet.
     pub last_at: Option<Instant>,
-    /// Whole-resource requests (company, directory, payments); `true` asks
-    /// for the follow-up reads of a full sync.
-    pub whole: Vec<(Arc<Message>, bool)>,
+    /// Not before this: the connection's own rate limit is paused.
+    pub hold_until: Option<Instant>,
+    /// Events or a sweep; follow-up reads keep it.
+    pub priority: Priority,
+    /// The entity of a multi-entity connection the reads name; `None` for
+    /// a connection read as a whole.
+    pub entity: Option<String>,
+    /// Whole-resource requests (company, directory, payments) and the
+    /// reads each goes on to.
+    pub whole: Vec<(Arc<Message>, Follow)>,
     /// Batch ids (individual ids, payment ids for pay statements) and who waits on each.
     pub items: BTreeMap<String, Vec<Arc<Message>>>,
     /// The union of requested payment date ranges.
     pub range: Option<(NaiveDate, NaiveDate)>,
 }
 
+impl Default for Work {
+    fn default() -> Self {
+        Self {
+            first_at: None,
+            last_at: None,
+            hold_until: None,
+            priority: Priority::Event,
+            entity: None,
+            whole: Vec::new(),
+            items: BTreeMap::new(),
+            range: None,
+        }
+    }
+}
+
 impl Work {
+    /// Takes in work put back after a pause, keeping every waiter's hold.
+    fn absorb(&mut self, other: Work) {
+        self.first_at = match (self.first_at, other.first_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_at = self.last_at.max(other.last_at);
+        self.hold_until = self.hold_until.max(other.hold_until);
+        self.whole.extend(other.whole);
+        for (id, waiters) in other.items {
+            self.items.entry(id).or_default().extend(waiters);
+        }
+        if let Some((start, end)) = other.range {
+            self.merge_range(start, end);
+        }
+    }
+
+    /// The highest delivery attempt among the waiting messages.
+    pub fn max_attempt(&self) -> i64 {
+        self.whole
+            .iter()
+            .map(|(waiter, _)| waiter)
+            .chain(self.items.values().flatten())
+            .map(|waiter| waiter.attempt())
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Settles every waiter as done, with a note (a skip).
+    pub fn acknowledge(&self, note: &str) {
+        for (waiter, _) in &self.whole {
+            waiter.note(note);
+        }
+        for waiter in self.items.values().flatten() {
+            waiter.note(note);
+        }
+        self.settle(&Ok(()));
+    }
+
     fn is_empty(&self) -> bool {
         self.whole.is_empty() && self.items.is_empty()
     }
@@ -81,21 +171,33 @@ impl Work {
 /// What a message asks of a lane.
 pub enum Target {
     Whole {
-        follow: bool,
+        follow: Follow,
     },
     Items(Vec<String>),
     Range {
         start: NaiveDate,
         end: NaiveDate,
-        follow: bool,
+        follow: Follow,
     },
+}
+
+/// Work is collected per connection, entity and priority.
+type Key = (String, Option<String>, Priority);
+
+/// Whom submitted work is for.
+#[derive(Debug, Clone, Copy)]
+pub struct For<'a> {
+    pub connection_id: &'a str,
+    /// The entity the reads name (multi-entity connections), else `None`.
+    pub entity: Option<&'a str>,
+    pub priority: Priority,
 }
 
 #[derive(Default)]
 struct LaneState {
-    pending: HashMap<String, Work>,
+    pending: HashMap<Key, Work>,
     /// Connections with pending work, in turn order.
-    order: VecDeque<String>,
+    order: VecDeque<Key>,
 }
 
 pub struct Lane {
@@ -114,12 +216,21 @@ impl Lane {
     }
 
     /// Adds a message's request; the message waits on it until settled.
-    pub fn submit(&self, connection_id: &str, target: Target, waiter: &Arc<Message>) {
+    pub fn submit(&self, to: For<'_>, target: Target, waiter: &Arc<Message>) {
         let mut state = self.state.lock().expect("lane lock");
         let LaneState { pending, order } = &mut *state;
-        let work = pending.entry(connection_id.to_owned()).or_insert_with(|| {
-            order.push_back(connection_id.to_owned());
-            Work::default()
+        let key = (
+            to.connection_id.to_owned(),
+            to.entity.map(str::to_owned),
+            to.priority,
+        );
+        let work = pending.entry(key.clone()).or_insert_with(|| {
+            order.push_back(key);
+            Work {
+                priority: to.priority,
+                entity: to.entity.map(str::to_owned),
+                ..Work::default()
+            }
         });
         work.first_at.get_or_insert_with(Instant::now);
         work.last_at = Some(Instant::now());
@@ -144,6 +255,36 @@ impl Lane {
         self.wake.notify_one();
     }
 
+    /// Returns work that met a rate limit, to go out again once the pause
+    /// (the budget's, or `hold` for the connection's own) is over. Its
+    /// messages stay attached: nothing is settled or retried.
+    pub fn put_back(&self, connection_id: &str, mut work: Work, hold: Option<Duration>) {
+        if let Some(hold) = hold {
+            work.hold_until = Some(Instant::now() + hold);
+        }
+        let mut state = self.state.lock().expect("lane lock");
+        let LaneState { pending, order } = &mut *state;
+        let key = (connection_id.to_owned(), work.entity.clone(), work.priority);
+        match pending.get_mut(&key) {
+            Some(existing) => existing.absorb(work),
+            None => {
+                order.push_back(key.clone());
+                pending.insert(key, work);
+            }
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Whether event work (not sweeps) is due now.
+    pub fn event_work_due(&self, window: Window) -> bool {
+        let state = self.state.lock().expect("lane lock");
+        let now = Instant::now();
+        state.pending.iter().any(|((_, _, priority), work)| {
+            *priority == Priority::Event && window.due_at(work).is_some_and(|due| due <= now)
+        })
+    }
+
     /// How long until the first work is due; `None` when there is none.
     pub fn due_in(&self, window: Window) -> Option<Duration> {
         let state = self.state.lock().expect("lane lock");
@@ -158,36 +299,63 @@ impl Lane {
 
     /// The next connection whose work is due, in turn order, with at most
     /// `max_items` batch ids (the rest stays, due at once, at the back).
-    pub fn take_next(&self, window: Window, max_items: usize) -> Option<(String, Work)> {
+    /// Event work goes first; sweep work only when `sweeps` allows it and
+    /// no event work is due.
+    pub fn take_next(
+        &self,
+        window: Window,
+        max_items: usize,
+        sweeps: bool,
+    ) -> Option<(String, Work)> {
+        let passes: &[Priority] = if sweeps {
+            &[Priority::Event, Priority::Sweep]
+        } else {
+            &[Priority::Event]
+        };
+        passes
+            .iter()
+            .find_map(|priority| self.take_next_of(window, max_items, *priority))
+    }
+
+    fn take_next_of(
+        &self,
+        window: Window,
+        max_items: usize,
+        wanted: Priority,
+    ) -> Option<(String, Work)> {
         let mut state = self.state.lock().expect("lane lock");
         let now = Instant::now();
         for _ in 0..state.order.len() {
-            let connection_id = state.order.pop_front()?;
-            let due = state
-                .pending
-                .get(&connection_id)
-                .and_then(|work| window.due_at(work))
-                .is_some_and(|due| due <= now);
+            let key = state.order.pop_front()?;
+            let due = key.2 == wanted
+                && state
+                    .pending
+                    .get(&key)
+                    .and_then(|work| window.due_at(work))
+                    .is_some_and(|due| due <= now);
             if !due {
-                state.order.push_back(connection_id);
+                state.order.push_back(key);
                 continue;
             }
-            let mut work = state.pending.remove(&connection_id)?;
+            let connection_id = key.0.clone();
+            let mut work = state.pending.remove(&key)?;
             if work.items.len() > max_items {
                 let rest_keys: Vec<String> = work.items.keys().skip(max_items).cloned().collect();
                 // Already waited its turn: due again at once.
                 let mut rest = Work {
                     first_at: work.first_at,
                     last_at: work.first_at,
+                    priority: work.priority,
+                    entity: work.entity.clone(),
                     ..Work::default()
                 };
-                for key in rest_keys {
-                    if let Some(waiters) = work.items.remove(&key) {
-                        rest.items.insert(key, waiters);
+                for id in rest_keys {
+                    if let Some(waiters) = work.items.remove(&id) {
+                        rest.items.insert(id, waiters);
                     }
                 }
-                state.pending.insert(connection_id.clone(), rest);
-                state.order.push_back(connection_id.clone());
+                state.pending.insert(key.clone(), rest);
+                state.order.push_back(key);
             }
             if work.is_empty() {
                 continue;
@@ -195,6 +363,11 @@ impl Lane {
             return Some((connection_id, work));
         }
         None
+    }
+
+    /// Resolves when work is added or put back.
+    pub async fn changed(&self) {
+        self.wake.notified().await;
     }
 
     /// Everything still waiting, for shutdown accounting.
@@ -215,7 +388,8 @@ impl Window {
     fn due_at(self, work: &Work) -> Option<Instant> {
         let first = work.first_at?;
         let last = work.last_at.unwrap_or(first);
-        Some((last + self.quiet).min(first + self.longest.max(self.quiet)))
+        let due = (last + self.quiet).min(first + self.longest.max(self.quiet));
+        Some(due.max(work.hold_until.unwrap_or(due)))
     }
 }
 
@@ -244,14 +418,8 @@ impl Scheduler {
         self.lanes[&product].clone()
     }
 
-    pub fn submit(
-        &self,
-        product: Product,
-        connection_id: &str,
-        target: Target,
-        waiter: &Arc<Message>,
-    ) {
-        self.lanes[&product].submit(connection_id, target, waiter);
+    pub fn submit(&self, product: Product, to: For<'_>, target: Target, waiter: &Arc<Message>) {
+        self.lanes[&product].submit(to, target, waiter);
     }
 }
 
@@ -281,16 +449,22 @@ pub async fn wait_for_due(
 }
 
 /// Takes one request from the shared budget, waiting as long as it says
-/// (with a little jitter so that workers do not wake in lockstep). Returns
-/// the time waited, or `None` on stop.
+/// (with a little jitter so that workers do not wake in lockstep). Sweep
+/// work (`below_reserve`) takes only what the reserve leaves. Returns the
+/// time waited, or `None` on stop.
 pub async fn acquire_budget(
     budget: &crate::store::budget::RateBudget,
     product: Product,
+    below_reserve: Option<f64>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Option<Duration> {
     let started = Instant::now();
     loop {
-        let wait = match budget.try_acquire(product).await {
+        let grant = match below_reserve {
+            None => budget.try_acquire(product).await,
+            Some(reserve) => budget.try_acquire_below(product, reserve).await,
+        };
+        let wait = match grant {
             Ok(Grant::Granted) => return Some(started.elapsed()),
             Ok(Grant::Wait(wait)) => wait,
             Err(error) => {

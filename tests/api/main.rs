@@ -9,6 +9,7 @@ mod dlq;
 mod docs;
 mod emulator;
 mod emulator_fleet;
+mod fleet;
 mod helpers;
 mod hostile_ingress;
 mod ingress;

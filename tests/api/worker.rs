@@ -10,7 +10,9 @@ use finch_webhooks::config::Settings;
 use finch_webhooks::finch::Product;
 use finch_webhooks::queue::{DEAD_LETTER_QUEUE, WORK_QUEUE};
 use finch_webhooks::store::budget::{Grant, RateBudget};
-use finch_webhooks::store::finch_data::{self, ChangeKind, Changes, Freshness, Item, Scope};
+use finch_webhooks::store::finch_data::{
+    self, ChangeKind, Changes, Entity, Freshness, Item, Scope,
+};
 use finch_webhooks::worker::Application;
 use lapin::types::AMQPValue;
 use serde_json::json;
@@ -19,6 +21,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::helpers::{event_body, eventually, queue_len, take_all, unique, TestEnv, TestIngress};
+
+/// A connection read as a whole, as every single-entity one is.
+const WHOLE: Entity<'static> = Entity {
+    stamp: "",
+    only: None,
+};
 
 pub const TOKEN_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -393,6 +401,7 @@ async fn every_product_lands_in_its_table_and_is_announced_under_its_finch_name(
             &mut tx,
             product,
             "conn",
+            WHOLE,
             &[Item {
                 ids: key_values,
                 data: json!({"pay_date": "2024-01-05"}),
@@ -438,6 +447,7 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
                 &mut tx,
                 Product::Individual,
                 "conn",
+                WHOLE,
                 &[Item {
                     ids: vec!["ind".into()],
                     data,
@@ -489,6 +499,7 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
         &mut tx,
         Product::Individual,
         "conn",
+        None,
         &gone,
         fresh,
         &mut changes,
@@ -499,6 +510,7 @@ async fn older_responses_never_overwrite_newer_data_and_changes_are_announced_on
         &mut tx,
         Product::Individual,
         "conn",
+        None,
         &gone,
         fresh,
         &mut changes,

@@ -11,10 +11,12 @@ use crate::worker::scheduler::Work;
 use crate::worker::Context;
 
 pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work) {
+    let finch = ctx.finch.for_entity(work.entity.as_deref());
+    let entity = work.entity.clone();
     let fetched_at = Utc::now();
-    let response = match ctx.finch.company(&connection.token).await {
+    let response = match finch.company(&connection.token).await {
         Ok(response) => response,
-        Err(error) => return fail_all(ctx, Product::Company, connection, &work, &error).await,
+        Err(error) => return fail_all(ctx, Product::Company, connection, work, &error).await,
     };
     let fresh = freshness(&response, fetched_at);
     let item = Item {
@@ -23,9 +25,13 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work) {
     };
     let outcome = commit(
         ctx,
-        &connection.row.connection_id,
+        &connection.row,
+        entity.as_deref(),
         fresh,
-        vec![Write::Upsert(Product::Company, vec![item])],
+        vec![
+            Write::Upsert(Product::Company, vec![item]),
+            Write::Watermark(Product::Company, None),
+        ],
         1,
         work.requests(),
     )

@@ -15,15 +15,16 @@ use crate::worker::scheduler::Work;
 use crate::worker::Context;
 
 pub(super) async fn fetch(ctx: &Context, connection: &Connection, product: Product, work: Work) {
+    let finch = ctx.finch.for_entity(work.entity.as_deref());
+    let entity = work.entity.clone();
     let ids: Vec<String> = work.items.keys().cloned().collect();
     let fetched_at = Utc::now();
-    let response = match ctx
-        .finch
+    let response = match finch
         .individuals_batch(product, &connection.token, &ids)
         .await
     {
         Ok(response) => response,
-        Err(error) => return fail_all(ctx, product, connection, &work, &error).await,
+        Err(error) => return fail_all(ctx, product, connection, work, &error).await,
     };
     let fresh = freshness(&response, fetched_at);
     let mut items = Vec::new();
@@ -60,17 +61,9 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, product: Produ
     let writes = vec![
         Write::Upsert(product, items),
         Write::Delete(product, Scope::Exactly(gone)),
+        Write::Watermark(product, None),
     ];
-    match commit(
-        ctx,
-        &connection.row.connection_id,
-        fresh,
-        writes,
-        1,
-        work.requests(),
-    )
-    .await
-    {
+    match commit(ctx, &connection.row, entity.as_deref(), fresh, writes, 1, work.requests()).await {
         Ok(_) => work.settle_items(&failures),
         Err(error) => work.settle(&Err(store_failure(&error))),
     }

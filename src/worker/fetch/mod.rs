@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::dispatch::Spend;
-use super::finch_failure;
+use super::finch_failure::{self, Handling};
 use super::message::Failure;
 use super::scheduler::Work;
 use super::Context;
@@ -60,12 +60,25 @@ pub(super) async fn run(
     };
     if connection.row.is_parked() {
         for (waiter, _) in &work.whole {
-            waiter.note(format!("skipped: connection is {}", connection.row.status));
+            waiter.note(format!(
+                "skipped: connection is {}",
+                connection.row.parked_because()
+            ));
         }
         work.settle(&Ok(()));
         return;
     }
-    let mut spend = Spend::prepaid();
+    if let Some(until) = connection.row.paused_until {
+        let left = (until - Utc::now()).to_std().unwrap_or_default();
+        if !left.is_zero() {
+            // The provider's limit for this connection: wait it out in memory.
+            ctx.scheduler
+                .lane(product)
+                .put_back(&connection_id, work, Some(left));
+            return;
+        }
+    }
+    let mut spend = Spend::prepaid(&ctx, work.priority);
     match product {
         Product::Company => company::fetch(&ctx, &connection, work).await,
         Product::Directory => directory::fetch(&ctx, &connection, work, &mut spend).await,
@@ -77,17 +90,33 @@ pub(super) async fn run(
     }
 }
 
-/// A failed request: pause the product after a 429, park the connection
-/// after `reauthenticate_user`, and settle everyone waiting.
+/// A failed request: its class's rule (see [`horizon`](super::horizon))
+/// pauses a scope and puts the work back, parks the connection, or
+/// settles everyone waiting.
 async fn fail_all(
     ctx: &Context,
     product: Product,
     connection: &Connection,
-    work: &Work,
+    work: Work,
     error: &FinchError,
 ) {
-    finch_failure::apply(ctx, Some(product), &connection.row, error).await;
-    work.settle(&Err(Failure::from_finch(error)));
+    let handling = finch_failure::apply(
+        ctx,
+        Some(product),
+        &connection.row,
+        error,
+        work.max_attempt(),
+    )
+    .await;
+    match handling {
+        Handling::Settle(outcome) => work.settle(&outcome),
+        Handling::Acknowledge(note) => work.acknowledge(&note),
+        Handling::Wait { hold } => {
+            ctx.scheduler
+                .lane(product)
+                .put_back(&connection.row.connection_id, work, hold);
+        }
+    }
 }
 
 fn freshness(response: &FinchResponse, fetched_at: chrono::DateTime<Utc>) -> Freshness {

@@ -18,6 +18,8 @@ use crate::worker::scheduler::Work;
 use crate::worker::Context;
 
 pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work, spend: &mut Spend) {
+    let finch = ctx.finch.for_entity(work.entity.as_deref());
+    let entity = work.entity.clone();
     let page_size = ctx.config.pay_statement_page_size;
     let fetched_at = Utc::now();
     let mut pending: Vec<(String, u64)> = work.items.keys().map(|id| (id.clone(), 0)).collect();
@@ -30,14 +32,13 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work, sp
         if !spend.take(ctx, Product::PayStatement).await {
             return;
         }
-        let response = match ctx
-            .finch
+        let response = match finch
             .pay_statements(&connection.token, &pending, page_size)
             .await
         {
             Ok(response) => response,
             Err(error) => {
-                return fail_all(ctx, Product::PayStatement, connection, &work, &error).await
+                return fail_all(ctx, Product::PayStatement, connection, work, &error).await
             }
         };
         fresh.get_or_insert_with(|| freshness(&response, fetched_at));
@@ -93,7 +94,7 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work, sp
     let Some(fresh) = fresh else {
         return work.settle(&Ok(()));
     };
-    let mut writes = Vec::new();
+    let mut writes = vec![Write::Watermark(Product::PayStatement, None)];
     for payment_id in &complete {
         let list = statements.remove(payment_id).unwrap_or_default();
         let items: Vec<Item> = list
@@ -124,16 +125,7 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work, sp
             },
         ));
     }
-    match commit(
-        ctx,
-        &connection.row.connection_id,
-        fresh,
-        writes,
-        spend.requests(),
-        work.requests(),
-    )
-    .await
-    {
+    match commit(ctx, &connection.row, entity.as_deref(), fresh, writes, spend.requests(), work.requests()).await {
         Ok(_) => work.settle_items(&failures),
         Err(error) => work.settle(&Err(store_failure(&error))),
     }
