@@ -1,6 +1,9 @@
 //! The admin API: the operations of [`crate::ops`] over HTTP, JSON in and
 //! out, under `/admin/`.
 //!
+//! The operator console ([`crate::console`]) is served with it, under
+//! `/console/`.
+//!
 //! Mounted only when `ADMIN_TOKEN` is set, so without one every `/admin/`
 //! path is a plain 404. Every route, the OpenAPI document included, needs
 //! `Authorization: Bearer <token>`: the document names internal operations
@@ -48,6 +51,7 @@ pub fn router(
     amqp_url: String,
     retry_delays: Vec<Duration>,
     pool: PgPool,
+    console: crate::config::ConsoleConfig,
 ) -> Router {
     let state = AdminState {
         token_digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
@@ -68,10 +72,23 @@ pub fn router(
             state.clone(),
             auth::require_token,
         ))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::console::router(state.console_deps(console)))
 }
 
 impl AdminState {
+    /// The console shares the token, the broker settings and the DLQ lock.
+    fn console_deps(&self, config: crate::config::ConsoleConfig) -> crate::console::ConsoleDeps {
+        crate::console::ConsoleDeps {
+            pool: self.pool.clone(),
+            amqp_url: self.amqp_url.clone(),
+            retry_delays: self.retry_delays.clone(),
+            token_digest: self.token_digest,
+            exclusive: self.exclusive.clone(),
+            config,
+        }
+    }
+
     /// Runs a DLQ operation on a connection of its own, in a task of its own:
     /// a client that hangs up does not cut a replay or purge short.
     async fn with_broker<T, F, Fut>(&self, operation: F) -> Result<T, AdminError>

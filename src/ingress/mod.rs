@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod pipeline;
+pub mod tally;
 pub mod webhook;
 
 use std::future::Future;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub link: BrokerLink,
     pub metrics: Arc<IngressMetrics>,
+    /// Per-minute answer counts the console's overview reads.
+    pub tally: tally::Tally,
     pub max_body_bytes: usize,
     pub retry_after_secs: u64,
     /// Wall clock in unix seconds; replaceable so tests can pin time.
@@ -104,6 +107,7 @@ impl Application {
                 config.amqp_url.clone(),
                 config.retry_delays.clone(),
                 pool.clone(),
+                config.console.clone(),
             )
         });
         let state = AppState {
@@ -112,6 +116,7 @@ impl Application {
             pool: pool.clone(),
             link,
             metrics,
+            tally: tally::Tally::start(pool.clone()),
             max_body_bytes: config.max_body_bytes,
             retry_after_secs: config.retry_after_secs,
             clock,

@@ -2,8 +2,10 @@
 
 pub mod budget;
 pub mod connections;
+pub mod console;
 pub mod events;
 pub mod finch_data;
+pub mod tally;
 
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod connections;
+mod console;
 mod dlq;
 mod emulator;
 mod helpers;
