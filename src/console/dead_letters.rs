@@ -87,7 +87,7 @@ impl ConsoleState {
 async fn broker(state: &ConsoleState) -> Result<lapin::Connection, ConsoleError> {
     let connection = queue::connect(&state.amqp_url)
         .await
-        .map_err(|error| OpsError::from(error))?;
+        .map_err(OpsError::from)?;
     queue::declare_topology(&connection, &state.retry_delays)
         .await
         .map_err(OpsError::from)?;
