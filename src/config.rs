@@ -127,6 +127,12 @@ pub struct Settings {
     pub park_backoff_max: String,
     pub upstream_pause: String,
     pub ip_pause: String,
+
+    // Operator console (under /console/ of the admin API)
+    pub console_session_ttl_secs: u64,
+    pub console_secure_cookie: bool,
+    pub console_trace_url: String,
+    pub console_refresh_secs: u64,
 }
 
 impl Settings {
@@ -328,11 +334,66 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout(),
             admin_token,
             migrate_on_start: self.database_migrate_on_start,
+            console: self.console()?,
+        })
+    }
+
+    /// Validates the operator console's settings.
+    pub fn console(&self) -> Result<ConsoleConfig, ConfigError> {
+        if self.console_session_ttl_secs < 60 {
+            return Err(ConfigError::new(
+                "console_session_ttl_secs",
+                "must be at least 60 seconds",
+            ));
+        }
+        let trace_url = self.console_trace_url.trim();
+        if !trace_url.is_empty() && !trace_url.contains("{trace_id}") {
+            return Err(ConfigError::new(
+                "console_trace_url",
+                "must contain {trace_id}, e.g. http://jaeger:16686/trace/{trace_id}",
+            ));
+        }
+        Ok(ConsoleConfig {
+            session_ttl: Duration::from_secs(self.console_session_ttl_secs),
+            secure_cookie: self.console_secure_cookie,
+            trace_url: (!trace_url.is_empty()).then(|| trace_url.to_owned()),
+            refresh: Duration::from_secs(self.console_refresh_secs.max(1)),
+            rate_limits: self.rate_limits(),
         })
     }
 }
 
+/// Validated settings of the operator console.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// How long a sign-in lasts.
+    pub session_ttl: Duration,
+    /// Marks the session cookie `Secure` even when no proxy says the request came over TLS.
+    pub secure_cookie: bool,
+    /// Link to a trace, with `{trace_id}` where its id goes; no link when `None`.
+    pub trace_url: Option<String>,
+    /// How often the overview refreshes itself.
+    pub refresh: Duration,
+    /// The budget the workers share, to show each product's use of it.
+    pub rate_limits: RateLimits,
+}
+
 impl Settings {
+    /// The application-wide Finch budget the workers share.
+    pub fn rate_limits(&self) -> RateLimits {
+        RateLimits {
+            company: self.rate_limit_company,
+            directory: self.rate_limit_directory,
+            individual: self.rate_limit_individual,
+            employment: self.rate_limit_employment,
+            payment: self.rate_limit_payment,
+            pay_statement: self.rate_limit_pay_statement,
+            window: Duration::from_millis(self.rate_limit_window_ms),
+            margin: Duration::from_millis(self.rate_limit_margin_ms),
+            pause: Duration::from_secs(self.rate_limit_pause_secs),
+        }
+    }
+
     /// Validates what talking to the Finch API needs.
     pub fn finch_api(&self) -> Result<FinchApiConfig, ConfigError> {
         check_url(
@@ -486,17 +547,7 @@ impl Settings {
             coalesce_window: Duration::from_millis(self.coalesce_window_ms),
             coalesce_max: Duration::from_millis(self.coalesce_max_ms.max(self.coalesce_window_ms)),
             max_in_flight: self.worker_max_in_flight,
-            rate_limits: RateLimits {
-                company: self.rate_limit_company,
-                directory: self.rate_limit_directory,
-                individual: self.rate_limit_individual,
-                employment: self.rate_limit_employment,
-                payment: self.rate_limit_payment,
-                pay_statement: self.rate_limit_pay_statement,
-                window: Duration::from_millis(self.rate_limit_window_ms),
-                margin: Duration::from_millis(self.rate_limit_margin_ms),
-                pause: Duration::from_secs(self.rate_limit_pause_secs),
-            },
+            rate_limits: self.rate_limits(),
             max_attempts: self.worker_max_attempts,
             retry_delays,
             retry_jitter: self.worker_retry_jitter,
@@ -766,6 +817,8 @@ pub struct IngressConfig {
     pub admin_token: Option<SecretString>,
     /// Create and migrate the database at start (development only).
     pub migrate_on_start: bool,
+    /// The console served with the admin API.
+    pub console: ConsoleConfig,
 }
 
 /// Smallest header limit accepted: what hyper's HTTP/1 parser needs, and

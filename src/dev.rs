@@ -51,6 +51,7 @@ pub async fn run(args: DevArgs, settings: Settings) -> anyhow::Result<()> {
     // A throwaway local database: every role may create and migrate it.
     settings.database_migrate_on_start = true;
     settings.listen_addr = args.ingress_addr.to_string();
+    let console_token = crate::console::dev_token(&mut settings.admin_token);
     settings.worker_listen_addr = args.worker_addr.to_string();
 
     use secrecy::ExposeSecret as _;
@@ -90,6 +91,10 @@ pub async fn run(args: DevArgs, settings: Settings) -> anyhow::Result<()> {
     println!("{}", emulator.banner());
     println!("Ingress:  http://{}/webhooks/finch", args.ingress_addr);
     println!("Worker:   http://{}/metrics", args.worker_addr);
+    println!(
+        "Console:  http://{}/console/  (sign in with {console_token})",
+        args.ingress_addr
+    );
     println!("Database: {}", settings.database_url);
     if let Some(first) = emulator.connections().first() {
         println!(

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod console;
 #[cfg(feature = "emulator")]
 pub mod dev;
 pub mod finch;

@@ -8,6 +8,9 @@
 //! included, needs `Authorization: Bearer <token>`: the document names
 //! internal operations and is of use only to someone who may call them.
 //! Wrong tokens are throttled per client ([`throttle`]).
+//!
+//! The operator console ([`crate::console`]) is served with the API, under
+//! `/console/`.
 
 mod auth;
 mod connections;
@@ -63,6 +66,8 @@ pub struct AdminSettings {
     pub retry_delays: Vec<Duration>,
     /// Wrong tokens one client may present per minute before it gets 429.
     pub auth_failures_per_minute: NonZeroU32,
+    /// The console served with the API.
+    pub console: crate::config::ConsoleConfig,
 }
 
 /// Every route of the admin listener: `metrics` (the role's `/metrics`,
@@ -98,10 +103,23 @@ fn api(token: &SecretString, settings: AdminSettings, pool: PgPool) -> Router {
             state.clone(),
             auth::require_token,
         ))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::console::router(state.console_deps(settings.console)))
 }
 
 impl AdminState {
+    /// The console shares the token, the broker settings and the DLQ lock.
+    fn console_deps(&self, config: crate::config::ConsoleConfig) -> crate::console::ConsoleDeps {
+        crate::console::ConsoleDeps {
+            pool: self.pool.clone(),
+            amqp_url: self.amqp_url.clone(),
+            retry_delays: self.retry_delays.clone(),
+            token_digest: self.token_digest,
+            exclusive: self.exclusive.clone(),
+            config,
+        }
+    }
+
     /// Runs a DLQ operation on a connection of its own, in a task of its own:
     /// a client that hangs up does not cut a replay or purge short.
     async fn with_broker<T, F, Fut>(&self, operation: F) -> Result<T, AdminError>

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod listener;
 pub mod pipeline;
+pub mod tally;
 pub mod webhook;
 
 use std::future::Future;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub link: BrokerLink,
     pub metrics: Arc<IngressMetrics>,
+    /// Per-minute answer counts the console's overview reads.
+    pub tally: tally::Tally,
     pub max_body_bytes: usize,
     /// A delivery not answered this long after its headers gets 408.
     pub request_timeout: Duration,
@@ -131,6 +134,7 @@ impl Application {
             amqp_url: config.amqp_url.clone(),
             retry_delays: config.retry_delays.clone(),
             auth_failures_per_minute: config.admin_auth_failures_per_minute,
+            console: config.console.clone(),
         };
         let state = AppState {
             verifier: Arc::new(config.verifier),
@@ -138,6 +142,7 @@ impl Application {
             pool: pool.clone(),
             link,
             metrics,
+            tally: tally::Tally::start(pool.clone()),
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout,
             retry_after_secs: config.retry_after_secs,

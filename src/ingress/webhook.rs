@@ -70,6 +70,10 @@ pub async fn receive(
         Err(error) => error.outcome(),
     };
     state.metrics.count_request(outcome);
+    state.tally.bump(match &result {
+        Err(IngressError::Verify(error)) => error.code(),
+        _ => outcome,
+    });
     state
         .metrics
         .request_duration

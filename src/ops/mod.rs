@@ -2,16 +2,18 @@
 //! broker and the store: [`dlq`] lists, shows, replays and purges dead
 //! letters; [`events`] reads an event's lifecycle; [`connections`] adds,
 //! lists, shows, resyncs and removes the connections the worker holds
-//! tokens for.
+//! tokens for; [`overview`] gathers the state of the whole pipeline.
 //!
 //! The CLI ([`crate::cli`]) and the admin API ([`crate::admin`]) are front
 //! ends over this module: they parse, call and render, and decide nothing.
 //! Every DLQ operation selects its messages with the one [`Filter`].
 
+pub mod connection_health;
 pub mod connections;
 pub mod dlq;
 pub mod events;
 mod filter;
+pub mod overview;
 
 pub use filter::{Filter, FilterError, Selection};
 

@@ -188,6 +188,49 @@ impl RateBudget {
     }
 }
 
+/// One product's share of the budget right now.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Usage {
+    /// Finch's name for the product.
+    pub product: &'static str,
+    /// Requests sent in the current window.
+    pub used: i64,
+    pub limit: u32,
+    /// Set while a 429 keeps everyone off the product.
+    pub blocked_until: Option<DateTime<Utc>>,
+}
+
+impl RateBudget {
+    /// Each product's use of the window, for operators; takes no lock.
+    pub async fn usage(&self) -> Result<Vec<Usage>, StoreError> {
+        let rows: Vec<(String, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT l.product,
+                    (SELECT count(*) FROM finch_rate_requests r
+                     WHERE r.product = l.product
+                       AND r.sent_at > clock_timestamp() - make_interval(secs => $1)),
+                    l.blocked_until
+             FROM finch_rate_limits l",
+        )
+        .bind(self.window.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Product::ALL
+            .into_iter()
+            .map(|product| {
+                let row = rows.iter().find(|(name, ..)| name == product.as_str());
+                Usage {
+                    product: product.as_str(),
+                    used: row.map_or(0, |(_, used, _)| *used),
+                    limit: self.limit(product),
+                    blocked_until: row
+                        .and_then(|(_, _, until)| *until)
+                        .filter(|until| *until > Utc::now()),
+                }
+            })
+            .collect())
+    }
+}
+
 fn until_duration(now: DateTime<Utc>, until: DateTime<Utc>) -> Duration {
     (until - now).to_std().unwrap_or(Duration::ZERO)
 }

@@ -202,11 +202,18 @@ pub async fn find(pool: &PgPool, event_id: &str) -> Result<Option<EventRecord>, 
     }))
 }
 
-/// Counts a confirmed replay of each event.
+/// Counts a confirmed replay of each event. Replays are recorded in batches
+/// after their confirms, so the worker may already have processed the
+/// replayed copy: the replay then happened before that, and is dated just
+/// before it so that the event reads as processed.
 pub async fn mark_replayed(pool: &PgPool, event_ids: &[String]) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE webhook_events
-         SET replay_count = replay_count + 1, last_replayed_at = now()
+         SET replay_count = replay_count + 1,
+             last_replayed_at = CASE
+                 WHEN processed_at > coalesce(dead_lettered_at, published_at, '-infinity')
+                 THEN least(now(), processed_at - interval '1 microsecond')
+                 ELSE now() END
          WHERE event_id = ANY($1)",
     )
     .bind(event_ids)

@@ -2,12 +2,14 @@
 
 pub mod budget;
 pub mod connections;
+pub mod console;
 pub mod events;
 pub mod finch_data;
 pub mod lease;
 pub mod parking;
 pub mod sweeps;
 pub mod watermarks;
+pub mod tally;
 
 use std::time::Duration;
 

@@ -5,6 +5,7 @@ mod admin_listener;
 mod cli;
 mod connections;
 mod dev_output;
+mod console;
 mod dlq;
 mod docs;
 mod emulator;

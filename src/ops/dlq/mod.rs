@@ -35,6 +35,8 @@ use scan::Scan;
 const CONFIRM_WINDOW: usize = 1_000;
 /// Replayed ids are counted in Postgres in batches of this size.
 const RECORD_BATCH: usize = 500;
+/// How listings group messages that name no connection.
+pub const NO_CONNECTION: &str = "none";
 /// A report lists at most this many skipped messages individually.
 const SKIPPED_SHOWN: usize = 100;
 
@@ -62,6 +64,8 @@ pub struct Listing {
     pub matched: u64,
     /// Matching messages per dead-letter reason.
     pub by_reason: BTreeMap<String, u64>,
+    /// Matching messages per connection id (`none` for those without one).
+    pub by_connection: BTreeMap<String, u64>,
     /// The first matching messages in queue order, up to the limit; never bodies.
     pub messages: Vec<DeadLetter>,
 }
@@ -73,11 +77,17 @@ pub async fn list(connection: &Connection, selection: &Selection) -> Result<List
         in_queue: u64::from(scan.expected()),
         matched: 0,
         by_reason: BTreeMap::new(),
+        by_connection: BTreeMap::new(),
         messages: Vec::new(),
     };
     while let Some((_, letter)) = next_match(&mut scan, selection).await? {
         listing.matched += 1;
         *listing.by_reason.entry(letter.reason.clone()).or_default() += 1;
+        let connection = letter.connection_id.as_deref().unwrap_or(NO_CONNECTION);
+        *listing
+            .by_connection
+            .entry(connection.to_owned())
+            .or_default() += 1;
         // The limit caps the lines, never the counts.
         if !selection.limit_reached(listing.messages.len() as u64) {
             listing.messages.push(letter);
@@ -202,6 +212,18 @@ pub async fn replay(
     selection: &Selection,
     options: ReplayOptions,
 ) -> Result<ReplayReport, OpsError> {
+    replay_reporting(connection, pool, selection, options, &mut |_| {}).await
+}
+
+/// [`replay`], telling `progress` the number replayed so far each time a
+/// republish is confirmed, for front ends that show a replay as it runs.
+pub async fn replay_reporting(
+    connection: &Connection,
+    pool: Option<&PgPool>,
+    selection: &Selection,
+    options: ReplayOptions,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<ReplayReport, OpsError> {
     let mut scan = Scan::open(connection).await?;
     let publisher = Publisher::open(connection).await?;
     let mut pacer = options.rate.map(pace::Pacer::new);
@@ -262,18 +284,18 @@ pub async fn replay(
             // interruption leaves as few duplicates as possible.
             while in_flight.len() >= CONFIRM_WINDOW {
                 if let Some(done) = in_flight.next().await {
-                    settle(&mut scan, &mut report, &mut confirmed_ids, done).await?;
+                    settle(&mut scan, &mut report, &mut confirmed_ids, progress, done).await?;
                 }
             }
             while let Some(Some(done)) = in_flight.next().now_or_never() {
-                settle(&mut scan, &mut report, &mut confirmed_ids, done).await?;
+                settle(&mut scan, &mut report, &mut confirmed_ids, progress, done).await?;
             }
             if confirmed_ids.len() >= RECORD_BATCH {
                 record_replays(pool, &mut confirmed_ids).await;
             }
         }
         while let Some(done) = in_flight.next().await {
-            settle(&mut scan, &mut report, &mut confirmed_ids, done).await?;
+            settle(&mut scan, &mut report, &mut confirmed_ids, progress, done).await?;
         }
         Ok(())
     }
@@ -311,6 +333,7 @@ async fn settle(
     scan: &mut Scan,
     report: &mut ReplayReport,
     confirmed_ids: &mut Vec<String>,
+    progress: &mut (dyn FnMut(u64) + Send),
     (delivery, letter, verdict): (Delivery, DeadLetter, Result<(), PublishError>),
 ) -> Result<(), BrokerFailure> {
     match verdict {
@@ -318,6 +341,7 @@ async fn settle(
             scan.remove(&delivery).await?;
             report.replayed += 1;
             confirmed_ids.extend(letter.event_id);
+            progress(report.replayed);
         }
         Err(PublishError::Unroutable) => report.skip(
             &letter,
