@@ -28,6 +28,10 @@ const OTHER_NAMES: &[&str] = &[
     "OPS_VENV",
     // The Dockerfile's build argument.
     "RUST_VERSION",
+    // The Kubernetes Secret's key for the migrate Job's schema-owner URL.
+    "MIGRATE_DATABASE_URL",
+    // The `fail` crate's variable (development builds only).
+    "FAILPOINTS",
 ];
 
 /// Families the docs name with a wildcard (`OTEL_*`) that are not ours.
