@@ -93,7 +93,7 @@ pub async fn run(args: DevArgs, settings: Settings) -> anyhow::Result<()> {
     println!("Worker:   http://{}/metrics", args.worker_addr);
     println!(
         "Console:  http://{}/console/  (sign in with {console_token})",
-        args.ingress_addr
+        settings.admin_listen_addr
     );
     println!("Database: {}", settings.database_url);
     if let Some(first) = emulator.connections().first() {

@@ -17,7 +17,7 @@ mod connections;
 mod dlq;
 mod error;
 mod events;
-mod throttle;
+pub(crate) mod throttle;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -36,8 +36,8 @@ pub use dlq::{PurgeRequest, ReplayRequest};
 pub use error::{AdminError, ErrorBody};
 
 use crate::ops::OpsError;
-use crate::secret_url::SecretUrl;
 use crate::queue;
+use crate::secret_url::SecretUrl;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -116,6 +116,7 @@ impl AdminState {
             retry_delays: self.retry_delays.clone(),
             token_digest: self.token_digest,
             exclusive: self.exclusive.clone(),
+            throttle: self.throttle.clone(),
             config,
         }
     }

@@ -17,14 +17,14 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 const SUMMARY_WINDOW: Duration = Duration::from_secs(60);
 
 /// The outcome of a wrong token.
-pub(super) enum Verdict {
+pub(crate) enum Verdict {
     /// Within the allowance: 401.
     Unauthorized,
     /// Over it: 429, and nothing from this client is looked at until then.
     Refused { retry_after: Duration },
 }
 
-pub(super) struct AuthThrottle {
+pub(crate) struct AuthThrottle {
     /// Each client's allowance of wrong tokens (GCRA: a burst, then one per interval).
     failures: DefaultKeyedRateLimiter<IpAddr>,
     /// Clients over their allowance, and until when they stay refused.
@@ -56,7 +56,7 @@ impl AuthThrottle {
     }
 
     /// How long `client` stays refused, if it is.
-    pub(super) fn refused(&self, client: IpAddr) -> Option<Duration> {
+    pub(crate) fn refused(&self, client: IpAddr) -> Option<Duration> {
         let now = Instant::now();
         let mut refused = lock(&self.refused_until);
         match refused.get(&client) {
@@ -77,7 +77,7 @@ impl AuthThrottle {
     }
 
     /// Counts a wrong token from `client`.
-    pub(super) fn failed(&self, client: IpAddr) -> Verdict {
+    pub(crate) fn failed(&self, client: IpAddr) -> Verdict {
         let first_of_window = {
             let mut window = lock(&self.window);
             window.failures += 1;

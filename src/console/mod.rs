@@ -45,6 +45,8 @@ pub struct ConsoleDeps {
     pub token_digest: [u8; 32],
     /// Shared with the admin API: one DLQ operation at a time per process.
     pub exclusive: Arc<Mutex<()>>,
+    /// Shared with the admin API: wrong tokens count against one allowance per client.
+    pub(crate) throttle: Arc<crate::admin::throttle::AuthThrottle>,
     pub config: ConsoleConfig,
 }
 

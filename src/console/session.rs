@@ -7,7 +7,9 @@
 //! so. The token itself travels only in the sign-in form's body and is
 //! compared by digest; it is never stored, shown, put in a URL or logged.
 
-use axum::extract::{FromRequestParts, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
@@ -20,6 +22,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::{redirect, ConsoleError, ConsoleState, PREFIX};
+use crate::admin::throttle::Verdict;
 use crate::store::console as store;
 
 /// Name of the session cookie.
@@ -109,12 +112,20 @@ pub(super) struct SignInForm {
 /// `POST /console/sign-in`.
 pub(super) async fn sign_in(
     State(state): State<ConsoleState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Result<Response, ConsoleError> {
+    // The admin API's allowance of wrong tokens covers this form too: checked
+    // first, so a refused client learns nothing from its guess.
+    if let Some(retry_after) = state.throttle.refused(peer.ip()) {
+        return Ok(too_many_failures(retry_after));
+    }
     let digest: [u8; 32] = Sha256::digest(form.token.trim().as_bytes()).into();
     if !bool::from(digest.ct_eq(&state.token_digest)) {
-        tracing::warn!("console sign-in with a wrong token");
+        if let Verdict::Refused { retry_after } = state.throttle.failed(peer.ip()) {
+            return Ok(too_many_failures(retry_after));
+        }
         let mut page = state.inner.templates.render(
             "sign_in.html",
             minijinja::context! { prefix => PREFIX, refused => true },
@@ -177,4 +188,17 @@ pub(super) async fn sign_out(
         .map_err(|error| ConsoleError::Internal(error.into()))?,
     );
     Ok(response.into_response())
+}
+
+/// 429 for a client over its allowance of wrong tokens.
+fn too_many_failures(retry_after: std::time::Duration) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(
+            header::RETRY_AFTER,
+            retry_after.as_secs().max(1).to_string(),
+        )],
+        "Too many wrong tokens from this address; try again later.",
+    )
+        .into_response()
 }

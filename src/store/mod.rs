@@ -8,8 +8,8 @@ pub mod finch_data;
 pub mod lease;
 pub mod parking;
 pub mod sweeps;
-pub mod watermarks;
 pub mod tally;
+pub mod watermarks;
 
 use std::time::Duration;
 

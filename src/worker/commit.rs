@@ -88,11 +88,13 @@ pub(super) async fn commit(
         .iter()
         .map(|write| match write {
             Write::Upsert(_, items) => items.len(),
-            Write::Delete(..) => 0,
+            Write::Delete(..) | Write::Watermark(..) => 0,
         })
         .sum();
     let product = writes.first().map_or("", |write| match write {
-        Write::Upsert(product, _) | Write::Delete(product, _) => product.as_str(),
+        Write::Upsert(product, _) | Write::Delete(product, _) | Write::Watermark(product, _) => {
+            product.as_str()
+        }
     });
     tracing::info!(product, connection_id, items, requests, events, "refetched");
     if let Err(error) = connections::mark_synced(&ctx.pool, connection_id).await {

@@ -142,7 +142,7 @@ async fn a_browser_signs_in_sees_the_overview_and_finds_an_event_by_id() {
         let body = event_body("employment.updated", "conn_console");
         assert_eq!(ingress.deliver(id, &body).await.status(), 200);
     }
-    let base = format!("http://{}", ingress.addr);
+    let base = ingress.admin_url("");
     let browser = Browser::start(1280, 900).await;
 
     browser
@@ -316,7 +316,7 @@ async fn a_dead_letter_is_replayed_from_the_browser_and_then_processed() {
     )
     .await;
     // The connection turns up, parked: the worker acknowledges its events.
-    let key = settings.worker().unwrap().token_key;
+    let key = settings.worker().unwrap().token_keys;
     finch_webhooks::store::connections::upsert(
         &ingress.pool,
         &key,
@@ -331,7 +331,7 @@ async fn a_dead_letter_is_replayed_from_the_browser_and_then_processed() {
     .await
     .unwrap();
 
-    let base = format!("http://{}", ingress.addr);
+    let base = ingress.admin_url("");
     let browser = Browser::start(1280, 1000).await;
     browser.sign_in(&base, ADMIN_TOKEN).await;
     browser
@@ -442,7 +442,7 @@ async fn wrong_tokens_missing_csrf_expired_sessions_and_unconfirmed_purges_are_r
         .redirect(Policy::none())
         .build()
         .unwrap();
-    let url = |path: &str| ingress.url(&format!("/console{path}"));
+    let url = |path: &str| ingress.admin_url(&format!("/console{path}"));
 
     let refused = http
         .post(url("/sign-in"))

@@ -67,7 +67,7 @@ impl Fleet {
         let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
         for seeded in fleet.emulator.connections() {
             let token = secrecy::SecretString::from(seeded.access_token.clone());
-            finch_webhooks::ops::connections::add(&fleet.pool, &config.token_key, &finch, &token)
+            finch_webhooks::ops::connections::add(&fleet.pool, &config.token_keys, &finch, &token)
                 .await
                 .expect("connection registers");
         }
@@ -877,7 +877,7 @@ async fn register(fleet: &Fleet, added: &finch_emulator::AddedConnection) {
     let config = fleet.settings(&[]).worker().unwrap();
     let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
     let token = secrecy::SecretString::from(added.access_token.clone());
-    finch_webhooks::ops::connections::add(&fleet.pool, &config.token_key, &finch, &token)
+    finch_webhooks::ops::connections::add(&fleet.pool, &config.token_keys, &finch, &token)
         .await
         .expect("connection registers");
 }
@@ -1068,7 +1068,7 @@ async fn a_reconnect_with_new_ids_leaves_no_old_id_alive_in_any_table() {
     let finch = finch_webhooks::finch::FinchClient::new(&config.finch);
     finch_webhooks::ops::connections::add(
         &fleet.pool,
-        &config.token_key,
+        &config.token_keys,
         &finch,
         &secrecy::SecretString::from(token),
     )

@@ -4,8 +4,8 @@
 mod admin_listener;
 mod cli;
 mod connections;
-mod dev_output;
 mod console;
+mod dev_output;
 mod dlq;
 mod docs;
 mod emulator;

@@ -132,7 +132,7 @@ async fn a_panicking_outbox_relay_is_restarted_releases_its_lock_and_readyz_says
 /// Stores a connection the worker holds a token for, without asking Finch.
 async fn register_connection(pool: &PgPool, connection_id: &str) {
     let settings = Settings::with_overrides(&[("finch_token_key", TOKEN_KEY)]).unwrap();
-    let key = settings.token_key().unwrap();
+    let key = settings.token_keys().unwrap();
     let products: Vec<String> = ["company", "directory", "payment", "pay_statement"]
         .map(String::from)
         .to_vec();

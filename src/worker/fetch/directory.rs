@@ -92,7 +92,17 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work, sp
         }
         writes.push(Write::Watermark(Product::Directory, None));
     }
-    match commit(ctx, &connection.row, entity.as_deref(), fresh, writes, spend.requests(), work.requests()).await {
+    match commit(
+        ctx,
+        &connection.row,
+        entity.as_deref(),
+        fresh,
+        writes,
+        spend.requests(),
+        work.requests(),
+    )
+    .await
+    {
         Ok(_) => {
             // A full sync reads everyone the directory lists.
             for (waiter, follow) in &work.whole {

@@ -63,7 +63,17 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, product: Produ
         Write::Delete(product, Scope::Exactly(gone)),
         Write::Watermark(product, None),
     ];
-    match commit(ctx, &connection.row, entity.as_deref(), fresh, writes, 1, work.requests()).await {
+    match commit(
+        ctx,
+        &connection.row,
+        entity.as_deref(),
+        fresh,
+        writes,
+        1,
+        work.requests(),
+    )
+    .await
+    {
         Ok(_) => work.settle_items(&failures),
         Err(error) => work.settle(&Err(store_failure(&error))),
     }

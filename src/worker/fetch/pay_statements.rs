@@ -125,7 +125,17 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work, sp
             },
         ));
     }
-    match commit(ctx, &connection.row, entity.as_deref(), fresh, writes, spend.requests(), work.requests()).await {
+    match commit(
+        ctx,
+        &connection.row,
+        entity.as_deref(),
+        fresh,
+        writes,
+        spend.requests(),
+        work.requests(),
+    )
+    .await
+    {
         Ok(_) => work.settle_items(&failures),
         Err(error) => work.settle(&Err(store_failure(&error))),
     }

@@ -22,8 +22,9 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work) {
     let finch = ctx.finch.for_entity(work.entity.as_deref());
     let entity = work.entity.clone();
     let id = &connection.row.connection_id;
+    let today = Utc::now().date_naive();
     let (start, end) = work.range.unwrap_or_else(|| {
-        crate::worker::route::window_around(Utc::now().date_naive(), ctx.config.payment_window_days)
+        crate::worker::route::window_around(today, ctx.config.payment_window_days)
     });
     let fetched_at = Utc::now();
     let response = match finch.payments(&connection.token, start, end).await {
@@ -54,7 +55,17 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work) {
         ),
         Write::Watermark(Product::Payment, read_through),
     ];
-    let changes = match commit(ctx, &connection.row, entity.as_deref(), fresh, writes, 1, work.requests()).await {
+    let changes = match commit(
+        ctx,
+        &connection.row,
+        entity.as_deref(),
+        fresh,
+        writes,
+        1,
+        work.requests(),
+    )
+    .await
+    {
         Ok(changes) => changes,
         Err(error) => return work.settle(&Err(store_failure(&error))),
     };
