@@ -30,6 +30,9 @@ pub struct DevArgs {
     /// Where the worker's health and metrics listen.
     #[arg(long, default_value = "127.0.0.1:9091")]
     pub worker_addr: SocketAddr,
+    /// Where the admin API, the console and the ingress's metrics listen.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_addr: SocketAddr,
     /// Connections the emulator seeds.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
@@ -53,6 +56,7 @@ pub async fn run(args: DevArgs, settings: Settings) -> anyhow::Result<()> {
     settings.listen_addr = args.ingress_addr.to_string();
     let console_token = crate::console::dev_token(&mut settings.admin_token);
     settings.worker_listen_addr = args.worker_addr.to_string();
+    settings.admin_listen_addr = args.admin_addr.to_string();
 
     use secrecy::ExposeSecret as _;
     let emulator = Emulator::start(EmulatorConfig {
@@ -93,7 +97,7 @@ pub async fn run(args: DevArgs, settings: Settings) -> anyhow::Result<()> {
     println!("Worker:   http://{}/metrics", args.worker_addr);
     println!(
         "Console:  http://{}/console/  (sign in with {console_token})",
-        settings.admin_listen_addr
+        args.admin_addr
     );
     println!("Database: {}", settings.database_url);
     if let Some(first) = emulator.connections().first() {

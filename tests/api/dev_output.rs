@@ -27,13 +27,15 @@ struct Dev {
 
 impl Dev {
     fn start(env: &TestEnv, extra: &[&str]) -> Self {
-        let [emulator, ingress, worker] = [free_port(), free_port(), free_port()];
+        let [emulator, ingress, worker, admin] =
+            [free_port(), free_port(), free_port(), free_port()];
         let mut child = Command::new(env!("CARGO_BIN_EXE_finch-webhooks"))
             .arg("dev")
             .args(["--connections", "1", "--employees", "3"])
             .args(["--emulator-addr", &format!("127.0.0.1:{emulator}")])
             .args(["--ingress-addr", &format!("127.0.0.1:{ingress}")])
             .args(["--worker-addr", &format!("127.0.0.1:{worker}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(extra)
             .env("DATABASE_URL", &env.database_url)
             .env("AMQP_URL", &env.amqp_url)

@@ -841,7 +841,7 @@ async fn sync_status_shows_each_products_reads_and_the_park_in_the_cli_and_the_a
     let token = "an-admin-token-long-enough";
     let ingress = crate::helpers::TestIngress::start(&fleet.env, &[("admin_token", token)]).await;
     let response = reqwest::Client::new()
-        .get(ingress.url(&format!("/admin/connections/{parked}")))
+        .get(ingress.admin_url(&format!("/admin/connections/{parked}")))
         .bearer_auth(token)
         .send()
         .await
@@ -855,7 +855,7 @@ async fn sync_status_shows_each_products_reads_and_the_park_in_the_cli_and_the_a
     assert!(status["last_error"].as_str().unwrap().contains("202"));
     assert!(status.get("access_token").is_none());
     let response = reqwest::Client::new()
-        .get(ingress.url("/admin/connections"))
+        .get(ingress.admin_url("/admin/connections"))
         .bearer_auth(token)
         .send()
         .await
@@ -863,7 +863,7 @@ async fn sync_status_shows_each_products_reads_and_the_park_in_the_cli_and_the_a
     let all: Vec<Value> = response.json().await.unwrap();
     assert_eq!(all.len(), 2);
     let missing = reqwest::Client::new()
-        .get(ingress.url("/admin/connections/nobody"))
+        .get(ingress.admin_url("/admin/connections/nobody"))
         .bearer_auth(token)
         .send()
         .await

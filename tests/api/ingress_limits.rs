@@ -62,6 +62,7 @@ async fn stalled_clients_hold_little_memory_are_cut_off_and_never_delay_a_delive
         .arg("serve")
         .env("FINCH_WEBHOOK_SECRET", SECRET)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

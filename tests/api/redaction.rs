@@ -29,6 +29,7 @@ async fn the_dev_banner_shows_the_database_url_without_its_password() {
         .args(["--emulator-addr", &free_addr()])
         .args(["--ingress-addr", &free_addr()])
         .args(["--worker-addr", &free_addr()])
+        .args(["--admin-addr", &free_addr()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -64,10 +64,12 @@ async fn a_panicking_outbox_relay_is_restarted_releases_its_lock_and_readyz_says
     .await
     .unwrap();
     let port = free_port();
+    let admin_port = free_port();
     let _serve = binary(&env)
         .arg("serve")
         .env("FINCH_WEBHOOK_SECRET", SECRET)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin_port}"))
         .env("OUTBOX_POLL_INTERVAL_MS", "50")
         .env("FAILPOINTS", "outbox-relay-round=3*panic")
         .stdout(Stdio::null())
@@ -96,7 +98,7 @@ async fn a_panicking_outbox_relay_is_restarted_releases_its_lock_and_readyz_says
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let metrics = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
         .send()
         .await
         .unwrap()
@@ -309,6 +311,8 @@ async fn a_replayed_event_that_exhausted_its_retries_gets_the_full_schedule_agai
         &finch,
         &[
             ("worker_max_attempts", "3"),
+            // Past the message's attempts, so 5xx never park the connection first.
+            ("server_error_retries", "10"),
             ("worker_retry_delays", "100ms"),
             ("coalesce_window_ms", "50"),
         ],
