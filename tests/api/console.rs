@@ -78,30 +78,42 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
-    async fn text(&self, css: &str) -> String {
+    /// The path once navigation has reached one that `wanted` accepts, or
+    /// the last one seen after 15 s (for the assertion to show).
+    async fn path_once(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let path = self.path().await;
+            if wanted(&path) || std::time::Instant::now() > deadline {
+                return path;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The element, once the page shows it: a click that submits a form
+    /// can return before the next page has loaded, above all on a busy machine.
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
         self.client
-            .find(Locator::Css(css))
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|error| panic!("{css} on the page: {error}"))
-            .text()
-            .await
-            .unwrap()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.element(css).await.text().await.unwrap()
     }
 
     async fn fill(&self, css: &str, value: &str) {
-        let field = self.client.find(Locator::Css(css)).await.unwrap();
+        let field = self.element(css).await;
         field.clear().await.unwrap();
         field.send_keys(value).await.unwrap();
     }
 
     async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        self.element(css).await.click().await.unwrap();
     }
 
     /// Saves the page as docs/console/<name>.png, and checks that the
@@ -178,7 +190,10 @@ async fn a_browser_signs_in_sees_the_overview_and_finds_an_event_by_id() {
     assert_eq!(browser.path().await, "/console/sign-in");
 
     browser.sign_in(&base, ADMIN_TOKEN).await;
-    assert_eq!(browser.path().await, "/console/");
+    assert_eq!(
+        browser.path_once(|path| path == "/console/").await,
+        "/console/"
+    );
     let cookie = browser
         .client
         .get_named_cookie("finch_console")
@@ -232,7 +247,11 @@ async fn a_browser_signs_in_sees_the_overview_and_finds_an_event_by_id() {
     browser.fill("input[name=event_type]", "").await;
     browser.fill("input[name=event_id]", &ids[1]).await;
     browser.click("form[role=search] button").await;
-    assert_eq!(browser.path().await, format!("/console/events/{}", ids[1]));
+    let event_page = format!("/console/events/{}", ids[1]);
+    assert_eq!(
+        browser.path_once(|path| path == event_page).await,
+        event_page
+    );
     assert_eq!(browser.text("#event-id").await, ids[1]);
     let body = browser.text("pre.body").await;
     assert!(
@@ -348,7 +367,10 @@ async fn a_dead_letter_is_replayed_from_the_browser_and_then_processed() {
 
     browser.fill("#rate", "5").await;
     browser.click("#replay").await;
-    assert!(browser.path().await.starts_with("/console/replays/"));
+    let job_page = browser
+        .path_once(|path| path.starts_with("/console/replays/"))
+        .await;
+    assert!(job_page.starts_with("/console/replays/"), "{job_page}");
     eventually(
         Duration::from_secs(20),
         "the replay job is done",
