@@ -264,7 +264,7 @@ fn render_row(status: &ConnectionStatus) -> String {
         ("last event at", time(row.last_event_at)),
         ("last sync at", time(row.last_synced_at)),
         ("finch synced at", time(row.finch_synced_at)),
-        ("last sweep at", time(row.last_swept_at)),
+        ("last sweep finished", time(row.last_swept_at)),
         ("next sweep at", time(row.next_sweep_at)),
         ("parked", parked(row)),
         ("resumes at", time(row.resume_at)),

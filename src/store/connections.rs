@@ -46,7 +46,7 @@ pub struct ConnectionRow {
     pub paused_until: Option<DateTime<Utc>>,
     /// When the next reconciliation sweep is due.
     pub next_sweep_at: Option<DateTime<Utc>>,
-    /// When the last sweep was queued.
+    /// When the last sweep finished: every read of it committed.
     pub last_swept_at: Option<DateTime<Utc>>,
     /// Finch's own latest refresh of the connection.
     pub finch_synced_at: Option<DateTime<Utc>>,

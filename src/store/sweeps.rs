@@ -13,8 +13,8 @@ use super::StoreError;
 pub struct Due {
     pub connection_id: String,
     pub kind: String,
-    pub finch_synced_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub last_swept_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Finch's refresh the latest queued sweep of an assisted connection reads.
+    pub swept_finch_sync_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Gives every connection without a slot one within the next `cadence`,
@@ -34,7 +34,7 @@ pub async fn assign_slots(pool: &PgPool, cadence: Duration) -> Result<u64, Store
 /// Connections whose slot has come and that are not parked, earliest first.
 pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Due>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT connection_id, kind, finch_synced_at, last_swept_at FROM connections
+        "SELECT connection_id, kind, swept_finch_sync_at FROM connections
          WHERE next_sweep_at <= now() AND parked_reason IS NULL
            AND status NOT IN ('reauth', 'error_permissions', 'error_no_account_setup', 'disconnected')
          ORDER BY next_sweep_at LIMIT $1",
@@ -44,25 +44,35 @@ pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Due>, StoreError> {
     .await?)
 }
 
-/// Moves the slot one cadence on; `swept` records that a sweep was queued.
+/// Moves the slot one cadence on; `sweeps_finch_sync` records, for an
+/// assisted connection whose sweep was queued, the Finch refresh it reads.
 pub async fn advance(
     pool: &PgPool,
     connection_id: &str,
     every: Duration,
-    swept: bool,
+    sweeps_finch_sync: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE connections SET
              next_sweep_at = greatest(next_sweep_at + make_interval(secs => $2),
                                       now() + make_interval(secs => $2 / 2)),
-             last_swept_at = CASE WHEN $3 THEN now() ELSE last_swept_at END
+             swept_finch_sync_at = coalesce($3, swept_finch_sync_at)
          WHERE connection_id = $1",
     )
     .bind(connection_id)
     .bind(every.as_secs_f64())
-    .bind(swept)
+    .bind(sweeps_finch_sync)
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+/// Records that these connections' sweeps finished reading.
+pub async fn finished(pool: &PgPool, connection_ids: &[String]) -> Result<(), StoreError> {
+    sqlx::query("UPDATE connections SET last_swept_at = now() WHERE connection_id = ANY($1)")
+        .bind(connection_ids)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

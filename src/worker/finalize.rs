@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::message::{Disposition, Failure, Message, Verdict};
 use super::Context;
-use crate::queue::contract::{headers, reasons, Headers as _, ERROR_HISTORY_CAP, JSON};
+use crate::queue::contract::{
+    headers, reasons, Headers as _, ERROR_HISTORY_CAP, JSON, SWEEP_EVENT_TYPE,
+};
 use crate::queue::publisher::short;
 use crate::queue::{retry_queue_name, Envelope, PublishError, DEAD_LETTER_EXCHANGE};
 use crate::store::events::{self, Processed};
@@ -95,6 +97,17 @@ async fn acknowledge(ctx: &Context, messages: Vec<(Arc<Message>, Option<String>)
     connection_ids.dedup();
     if let Err(error) = crate::store::connections::touch_event(&ctx.pool, &connection_ids).await {
         tracing::warn!(error = %ErrorChain(&error), "could not record last event times");
+    }
+    // A sweep counts once every read of it committed, not when it was queued.
+    let swept: Vec<String> = messages
+        .iter()
+        .filter(|(m, note)| note.is_none() && m.event_type == SWEEP_EVENT_TYPE)
+        .filter_map(|(m, _)| m.connection_id.clone())
+        .collect();
+    if !swept.is_empty() {
+        if let Err(error) = crate::store::sweeps::finished(&ctx.pool, &swept).await {
+            tracing::warn!(error = %ErrorChain(&error), "could not record finished sweeps");
+        }
     }
     for (message, note) in messages {
         let outcome = if note.is_some() {

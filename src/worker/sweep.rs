@@ -88,14 +88,15 @@ async fn tick_once(ctx: &Context) -> Result<(), StoreError> {
         if due.kind == "assisted" {
             check_assisted(ctx, &due).await?;
         } else if queue_sweep(ctx, &due.connection_id).await {
-            sweeps::advance(&ctx.pool, &due.connection_id, fleet.sweep_every, true).await?;
+            sweeps::advance(&ctx.pool, &due.connection_id, fleet.sweep_every, None).await?;
         }
     }
     Ok(())
 }
 
 /// An assisted connection is swept after each of Finch's refreshes, which
-/// its `/introspect` shows.
+/// its `/introspect` shows. Finch's refresh times are compared only with
+/// each other, never with our clock.
 async fn check_assisted(ctx: &Context, due: &Due) -> Result<(), StoreError> {
     let every = ctx.config.fleet.assisted_check_every;
     let connection = match ctx.connections.get(&due.connection_id).await {
@@ -103,7 +104,7 @@ async fn check_assisted(ctx: &Context, due: &Due) -> Result<(), StoreError> {
         Ok(None) => return Ok(()),
         Err(error) => {
             tracing::warn!(error = %ErrorChain(&error), connection_id = %due.connection_id, "cannot check the assisted connection");
-            return sweeps::advance(&ctx.pool, &due.connection_id, every, false).await;
+            return sweeps::advance(&ctx.pool, &due.connection_id, every, None).await;
         }
     };
     let refreshed = match ctx.finch.introspect(&connection.token).await {
@@ -117,23 +118,21 @@ async fn check_assisted(ctx: &Context, due: &Due) -> Result<(), StoreError> {
                 last,
             )
             .await?;
-            match (last, due.last_swept_at) {
-                (Some(refresh), Some(swept)) => refresh > swept,
-                (Some(_), None) => true,
-                (None, _) => false,
-            }
+            last.filter(|refresh| due.swept_finch_sync_at.is_none_or(|swept| *refresh > swept))
         }
         Err(error) => {
             tracing::warn!(%error, connection_id = %due.connection_id, "could not introspect the assisted connection");
-            false
+            None
         }
     };
-    let queued = refreshed && queue_sweep(ctx, &due.connection_id).await;
-    if refreshed && !queued {
+    let Some(refresh) = refreshed else {
+        return sweeps::advance(&ctx.pool, &due.connection_id, every, None).await;
+    };
+    if !queue_sweep(ctx, &due.connection_id).await {
         // Asked again at the next tick.
         return Ok(());
     }
-    sweeps::advance(&ctx.pool, &due.connection_id, every, queued).await
+    sweeps::advance(&ctx.pool, &due.connection_id, every, Some(refresh)).await
 }
 
 /// Queues a sweep message for any worker to run; false if the broker did

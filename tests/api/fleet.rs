@@ -747,12 +747,21 @@ async fn two_worker_processes_share_one_scheduler_and_one_budget_and_hand_over_w
         },
     )
     .await;
-    let swept: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM connections WHERE last_swept_at IS NOT NULL")
+    // A sweep is recorded once its messages are finalized, just after the commits.
+    eventually(
+        Duration::from_secs(15),
+        "every sweep is recorded as finished",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM connections WHERE last_swept_at IS NOT NULL",
+            )
             .fetch_one(&fleet.pool)
             .await
-            .unwrap();
-    assert_eq!(swept, 6);
+            .unwrap()
+                == 6
+        },
+    )
+    .await;
     assert_eq!(
         fleet.requests_to("GET /employer/company"),
         6,

@@ -33,10 +33,16 @@ pub(super) async fn fetch(ctx: &Context, connection: &Connection, work: Work) {
     };
     let fresh = freshness(&response, fetched_at);
     let (items, ids) = items_by_id(response.body.as_array().cloned().unwrap_or_default());
-    // Contiguous with what was read before: everything up to today is now read.
+    // Finch's copy holds nothing paid after it last read the provider (an
+    // assisted connection's copy can be days old), so the watermark goes no
+    // further than that day, on Finch's own clock.
+    let read_up_to = fresh
+        .data_retrieved_at
+        .map_or(today, |retrieved| retrieved.date_naive().min(today));
+    // Contiguous with what was read before: everything up to then is now read.
     let read_through = match watermarks::payments_read_through(&ctx.pool, id).await {
-        Ok(Some(mark)) if start <= mark => Some(end.min(today)),
-        Ok(None) if start <= ctx.config.full_sync_since => Some(end.min(today)),
+        Ok(Some(mark)) if start <= mark => Some(end.min(read_up_to)),
+        Ok(None) if start <= ctx.config.full_sync_since => Some(end.min(read_up_to)),
         Ok(_) => None,
         Err(error) => {
             tracing::warn!(error = %ErrorChain(&error), "could not read the payments watermark");
