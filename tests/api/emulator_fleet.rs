@@ -702,3 +702,129 @@ async fn the_http_twins_drive_the_same_controls() {
     assert_eq!(serde_json::to_value(kind).unwrap(), "assisted");
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn pace_and_rate_limits_change_while_the_emulator_runs() {
+    let emulator = start(frozen(Vec::new())).await;
+    let http = Client::new();
+    let url = |path: &str| format!("{}{path}", emulator.base_url());
+    let a = emulator
+        .add_connection(ConnectionSpec::automated(3))
+        .unwrap();
+
+    // Limits off: a warm-up burst goes through whole.
+    for _ in 0..25 {
+        let status = get(&emulator, &a.access_token, "/employer/company")
+            .await
+            .status();
+        assert_eq!(status, 200);
+    }
+    let limits: Value = http
+        .post(url("/_emulator/rate-limits"))
+        .json(&json!({"scale": 0.1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(limits["per_minute"]["company"], 2);
+    assert_eq!(limits["per_minute"]["pay-statement"], 1);
+    let statuses = futures_statuses(&emulator, &a.access_token, 3).await;
+    assert_eq!(statuses, vec![200, 200, 429]);
+    let refused = http
+        .post(url("/_emulator/rate-limits"))
+        .json(&json!({"scale": -1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    emulator.set_rate_limit_scale(0.0);
+    assert_eq!(
+        futures_statuses(&emulator, &a.access_token, 3).await,
+        vec![200; 3]
+    );
+
+    // The frozen clock starts running at the new pace from where it stood.
+    let frozen_at = emulator.now();
+    let clock: Value = http
+        .post(url("/_emulator/clock/pace"))
+        .json(&json!({"time_scale": 3600}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(clock["frozen"], false);
+    assert_eq!(clock["time_scale"], 3600.0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ran = emulator.now() - frozen_at;
+    assert!(ran >= chrono::Duration::minutes(5), "{ran}");
+    assert!(ran < chrono::Duration::days(1), "{ran}");
+    emulator.set_time_scale(0.0);
+    assert_eq!(emulator.time_scale(), 0.0);
+    let stopped_at = emulator.now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(emulator.now(), stopped_at);
+    emulator.shutdown().await;
+}
+
+async fn futures_statuses(emulator: &RunningEmulator, token: &str, n: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        statuses.push(
+            get(emulator, token, "/employer/company")
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn stopped_refreshes_change_nothing_more_and_leave_no_schedule() {
+    let capture = Capture::start(0).await;
+    let emulator = start(frozen(vec![capture.url.clone()])).await;
+    let automated = emulator
+        .add_connection(ConnectionSpec::automated(40))
+        .unwrap();
+    let assisted = emulator
+        .add_connection(ConnectionSpec::assisted(40))
+        .unwrap();
+    emulator.advance(Duration::from_secs(60));
+    let schedule = emulator.next_refreshes();
+    assert_eq!(schedule.len(), 2, "{schedule:?}");
+    let now = emulator.now();
+    assert!(schedule[&automated.connection_id] <= now + chrono::Duration::days(1));
+    assert!(schedule[&assisted.connection_id] <= now + chrono::Duration::days(7));
+    assert!(schedule[&assisted.connection_id] > schedule[&automated.connection_id]);
+
+    emulator.advance(3 * DAY);
+    let syncs_while_running = emulator.stats().syncs;
+    assert!(syncs_while_running >= 3, "{syncs_while_running}");
+    let changes_while_running = emulator.change_log(0).len();
+
+    let stopped: Value = Client::new()
+        .post(format!("{}/_emulator/refreshes/stop", emulator.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stopped["refreshes"], "stopped");
+    emulator.advance(14 * DAY);
+    assert_eq!(emulator.stats().syncs, syncs_while_running);
+    assert_eq!(emulator.change_log(0).len(), changes_while_running);
+    assert!(emulator.next_refreshes().is_empty());
+
+    capture
+        .wait_until("every delivery", |_| emulator.webhooks_pending() == 0)
+        .await;
+    let stats = emulator.stats();
+    assert!(stats.webhooks.emitted > 0);
+    assert_eq!(stats.webhooks.delivered, stats.webhooks.emitted);
+    emulator.shutdown().await;
+}

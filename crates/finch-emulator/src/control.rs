@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use finch_core::Product;
+
 use super::api::{require_client, AppState, FinchJson};
 use super::changelog::ChangeRecord;
 use super::error::ApiError;
@@ -390,6 +392,9 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_emulator/clock", get(clock))
         .route("/_emulator/clock/advance", post(advance))
+        .route("/_emulator/clock/pace", post(pace))
+        .route("/_emulator/rate-limits", post(rate_limits))
+        .route("/_emulator/refreshes/stop", post(stop_refreshes))
         .route("/_emulator/connections", post(add_connection))
         .route(
             "/_emulator/faults",
@@ -412,7 +417,7 @@ pub fn routes() -> Router<AppState> {
 fn clock_json(shared: &Shared) -> Value {
     json!({
         "now": iso(shared.now()),
-        "time_scale": shared.config.time_scale,
+        "time_scale": shared.clock.rate(),
         "frozen": shared.clock.is_frozen(),
     })
 }
@@ -436,6 +441,51 @@ async fn advance(
     }
     shared.advance(Duration::from_secs_f64(body.seconds));
     Ok(Json(clock_json(&shared)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PaceRequest {
+    /// Finch seconds per wall second from now on; 0 freezes the clock.
+    time_scale: f64,
+}
+
+async fn pace(
+    State(shared): State<AppState>,
+    FinchJson(body): FinchJson<PaceRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if !(body.time_scale.is_finite() && body.time_scale >= 0.0) {
+        return Err(ApiError::bad_request(
+            "`time_scale` must be zero or positive",
+        ));
+    }
+    shared.clock.set_rate(body.time_scale);
+    Ok(Json(clock_json(&shared)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RateLimitRequest {
+    /// Multiplies Finch's limits from now on; 0 turns them off.
+    scale: f64,
+}
+
+async fn rate_limits(
+    State(shared): State<AppState>,
+    FinchJson(body): FinchJson<RateLimitRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if !(body.scale.is_finite() && body.scale >= 0.0) {
+        return Err(ApiError::bad_request("`scale` must be zero or positive"));
+    }
+    shared.limiter.set_scale(body.scale);
+    let limits: serde_json::Map<String, Value> = Product::ALL
+        .into_iter()
+        .map(|product| (product.as_str().to_owned(), json!(shared.limiter.limit(product))))
+        .collect();
+    Ok(Json(json!({ "scale": body.scale, "per_minute": limits })))
+}
+
+async fn stop_refreshes(State(shared): State<AppState>) -> Json<Value> {
+    shared.stop_refreshes();
+    Json(json!({ "refreshes": "stopped" }))
 }
 
 async fn add_connection(

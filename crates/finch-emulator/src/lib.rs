@@ -40,6 +40,7 @@ mod stats;
 mod sync;
 mod webhooks;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -283,6 +284,7 @@ impl Emulator {
             stats,
             dispatcher,
             world: Mutex::new(World::default()),
+            refreshes_stopped: Default::default(),
             cancel: cancel.clone(),
         });
 
@@ -384,6 +386,44 @@ impl RunningEmulator {
     /// (refreshes, first syncs, sync jobs), emitting their webhooks.
     pub fn advance(&self, by: Duration) -> DateTime<Utc> {
         self.shared.advance(by)
+    }
+
+    /// Runs Finch time `scale` times faster than the wall clock from now on;
+    /// 0 freezes it (it then moves only by `advance`).
+    pub fn set_time_scale(&self, scale: f64) {
+        self.shared.clock.set_rate(scale);
+    }
+
+    pub fn time_scale(&self) -> f64 {
+        self.shared.clock.rate()
+    }
+
+    /// Multiplies Finch's rate limits by `scale` from now on; 0 turns them off.
+    pub fn set_rate_limit_scale(&self, scale: f64) {
+        self.shared.limiter.set_scale(scale);
+    }
+
+    /// Finch's scheduled refreshes stop: no more churn, payrolls or daily
+    /// jobs, so a benchmark can wait for what was announced to drain.
+    pub fn stop_refreshes(&self) {
+        self.shared.stop_refreshes();
+    }
+
+    /// When each connection's next scheduled refresh runs (Finch time);
+    /// connections without one (stopped, disconnected) are absent.
+    pub fn next_refreshes(&self) -> HashMap<String, DateTime<Utc>> {
+        self.shared.next_refreshes()
+    }
+
+    /// Each synced connection's `Finch-Data-Retrieved`, which moves with
+    /// every refresh of Finch's.
+    pub fn data_retrieved(&self) -> HashMap<String, DateTime<Utc>> {
+        self.shared.data_retrieved()
+    }
+
+    /// Webhook deliveries produced and not yet delivered or given up on.
+    pub fn webhooks_pending(&self) -> u64 {
+        self.stats().webhooks.pending()
     }
 
     /// Adds a connection with its own kind, size, entities and payroll calendar.

@@ -5,7 +5,7 @@
 //! 60 ms; `--rate-limit-scale` multiplies the request counts.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -37,36 +37,66 @@ struct Hits {
 
 #[derive(Debug)]
 pub struct RateLimiter {
-    limits: HashMap<Product, usize>,
-    /// Requests per IP window; `None` when limits are off.
-    ip_limit: Option<usize>,
+    /// Replaced whole when the scale changes at run time.
+    limits: RwLock<Limits>,
     hits: Mutex<Hits>,
+}
+
+#[derive(Debug, Default)]
+struct Limits {
+    /// Requests per window by product; empty when limits are off.
+    by_product: HashMap<Product, usize>,
+    /// Requests per IP window; `None` when limits are off.
+    ip: Option<usize>,
+}
+
+impl Limits {
+    fn scaled(scale: f64) -> Self {
+        if scale <= 0.0 {
+            return Self::default();
+        }
+        let scaled = |count: f64| (count * scale).round().max(1.0) as usize;
+        Self {
+            by_product: Product::ALL
+                .into_iter()
+                .map(|product| {
+                    (
+                        product,
+                        scaled(f64::from(product.rate_limit_per_minute())),
+                    )
+                })
+                .collect(),
+            ip: Some(scaled(IP_MAX_REQUESTS)),
+        }
+    }
 }
 
 impl RateLimiter {
     /// `scale` multiplies every limit; zero or less turns limiting off.
     pub fn new(scale: f64) -> Self {
-        let limits = if scale > 0.0 {
-            Product::ALL
-                .into_iter()
-                .map(|product| {
-                    let per_minute = f64::from(product.rate_limit_per_minute());
-                    let scaled = (per_minute * scale).round().max(1.0);
-                    (product, scaled as usize)
-                })
-                .collect()
-        } else {
-            HashMap::new()
-        };
         Self {
-            limits,
-            ip_limit: (scale > 0.0).then(|| (IP_MAX_REQUESTS * scale).round().max(1.0) as usize),
+            limits: RwLock::new(Limits::scaled(scale)),
             hits: Mutex::new(Hits::default()),
         }
     }
 
+    /// Applies a new scale from now on; requests already counted stay in
+    /// their windows, so a raised limit does not forget the recent past.
+    pub fn set_scale(&self, scale: f64) {
+        *self.limits.write().expect("rate limits lock") = Limits::scaled(scale);
+    }
+
     pub fn limit(&self, product: Product) -> Option<usize> {
-        self.limits.get(&product).copied()
+        self.limits
+            .read()
+            .expect("rate limits lock")
+            .by_product
+            .get(&product)
+            .copied()
+    }
+
+    fn ip_limit(&self) -> Option<usize> {
+        self.limits.read().expect("rate limits lock").ip
     }
 
     /// Counts a request at Finch time `now`. Requests refused by the product
@@ -89,7 +119,7 @@ impl RateLimiter {
             hits.all.pop_front();
         }
         hits.all.push_back(now);
-        if self.ip_limit.is_some_and(|max| hits.all.len() > max) {
+        if self.ip_limit().is_some_and(|max| hits.all.len() > max) {
             hits.penalty_until = Some(now + span(IP_PENALTY));
             hits.all.clear();
             return Err(Limited::Ip(IP_PENALTY));
@@ -124,6 +154,21 @@ mod tests {
         assert_eq!(limiter.limit(Product::Company), Some(2));
         assert_eq!(limiter.limit(Product::Payment), Some(1));
         assert_eq!(RateLimiter::new(0.0).limit(Product::Company), None);
+    }
+
+    #[test]
+    fn a_new_scale_applies_to_the_next_request() {
+        let limiter = RateLimiter::new(0.0);
+        for i in 0..50 {
+            assert!(limiter.check(Product::Company, at(i)).is_ok());
+        }
+        limiter.set_scale(0.1);
+        assert_eq!(limiter.limit(Product::Company), Some(2));
+        assert!(limiter.check(Product::Company, at(100)).is_ok());
+        assert!(limiter.check(Product::Company, at(101)).is_ok());
+        assert!(limiter.check(Product::Company, at(102)).is_err());
+        limiter.set_scale(0.0);
+        assert!(limiter.check(Product::Company, at(103)).is_ok());
     }
 
     #[test]

@@ -218,6 +218,9 @@ pub struct Shared {
     pub world: Mutex<World>,
     /// Drives fault injection, seeded so a benchmark run can be repeated.
     pub fault_rng: Mutex<StdRng>,
+    /// Set when a benchmark winds down: Finch's scheduled refreshes stop
+    /// changing data, so what is already announced can drain.
+    pub refreshes_stopped: std::sync::atomic::AtomicBool,
     pub cancel: CancellationToken,
 }
 
@@ -243,7 +246,13 @@ impl Shared {
 
     /// Converts a Finch-time duration into the wall-clock time it takes here.
     pub fn scaled(&self, finch_time: std::time::Duration) -> std::time::Duration {
-        finch_time.div_f64(self.config.time_scale)
+        let rate = self.clock.rate();
+        let rate = if rate > 0.0 {
+            rate
+        } else {
+            self.config.time_scale
+        };
+        finch_time.div_f64(rate)
     }
 
     pub fn job_url(&self, job_id: &str) -> String {

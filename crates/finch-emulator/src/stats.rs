@@ -78,6 +78,14 @@ pub struct WebhookStats {
     pub duplicated: u64,
 }
 
+impl WebhookStats {
+    /// Deliveries still queued or being retried: each copy ends delivered
+    /// once or given up on once.
+    pub fn pending(&self) -> u64 {
+        (self.emitted + self.duplicated).saturating_sub(self.delivered + self.failed)
+    }
+}
+
 impl Stats {
     pub fn record_request(&self, route: String, status: u16) {
         let mut requests = self.requests.lock().expect("stats lock");

@@ -118,6 +118,43 @@ impl Shared {
         }
     }
 
+    /// Stops scheduled refreshes for good; those on the agenda are dropped
+    /// when they come due.
+    pub fn stop_refreshes(&self) {
+        self.refreshes_stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Each connection's next scheduled refresh.
+    pub fn next_refreshes(&self) -> HashMap<String, DateTime<Utc>> {
+        if self
+            .refreshes_stopped
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return HashMap::new();
+        }
+        let world = self.world();
+        let mut next = HashMap::new();
+        for std::cmp::Reverse((at, _, task)) in &world.agenda {
+            if let Task::Refresh(connection_id) = task {
+                next.entry(connection_id.clone())
+                    .and_modify(|earliest: &mut DateTime<Utc>| *earliest = (*earliest).min(*at))
+                    .or_insert(*at);
+            }
+        }
+        next
+    }
+
+    /// When each connection's served data was last retrieved from its
+    /// provider (`Finch-Data-Retrieved`); connections not synced yet are absent.
+    pub fn data_retrieved(&self) -> HashMap<String, DateTime<Utc>> {
+        self.world()
+            .connections
+            .iter()
+            .filter_map(|(id, connection)| Some((id.clone(), connection.data_retrieved?)))
+            .collect()
+    }
+
     /// Works through the agenda as Finch time runs, until shutdown.
     pub fn start_ticker(self: &Arc<Self>) {
         let shared = self.clone();
@@ -227,6 +264,12 @@ impl Shared {
     /// payroll runs for the days since the last one), then a sync publishes
     /// it. Automated connections get a job completion; assisted ones nothing.
     fn refresh(&self, connection_id: &str, at: DateTime<Utc>) -> Vec<Outgoing> {
+        if self
+            .refreshes_stopped
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Vec::new();
+        }
         let mut world = self.world();
         let Some(connection) = world.connections.get_mut(connection_id) else {
             return Vec::new();
