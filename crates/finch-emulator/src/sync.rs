@@ -378,7 +378,7 @@ impl Change {
     pub(crate) fn payment_event(record: &PaymentRecord, action: &'static str) -> Self {
         Change::PaymentEvent {
             id: record.payment.id.clone(),
-            pay_date: record.payment.pay_date.clone(),
+            pay_date: super::seed::date(record.payment.pay_date),
             action,
             statements: record.statements.individual_ids(),
             entity: record.entity,
@@ -514,14 +514,15 @@ pub fn diff(old: &Dataset, new: &Dataset) -> Vec<Change> {
                 endpoints: vec![Product::Directory, Product::Individual, Product::Employment],
             }),
             Some(before) => {
+                let (before, after) = (before.record(), person.record());
                 let mut endpoints = Vec::new();
-                if before.directory_entry() != person.directory_entry() {
+                if before.directory_entry() != after.directory_entry() {
                     endpoints.push(Product::Directory);
                 }
-                if before.individual != person.individual {
+                if before.individual != after.individual {
                     endpoints.push(Product::Individual);
                 }
-                if before.employment != person.employment {
+                if before.employment != after.employment {
                     endpoints.push(Product::Employment);
                 }
                 if !endpoints.is_empty() {
