@@ -1342,6 +1342,33 @@ mod tests {
     }
 
     #[test]
+    fn a_payment_pays_whoever_was_employed_during_its_period() {
+        let mut rng = stream(3, 4);
+        let co = company(&mut rng);
+        let staff: Vec<_> = people(&mut rng, &co, 200, today())
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect();
+        let runs = pay_runs(NaiveDate::from_ymd_opt(2024, 6, 1).unwrap(), today());
+        let shared = std::sync::Arc::new(staff.clone());
+        for run in [runs[0], runs[runs.len() - 1]] {
+            let record = payment_of(&mut rng, shared.clone(), run);
+            let expected: Vec<String> = staff
+                .iter()
+                .filter(|p| {
+                    let e = &p.employment_body();
+                    let start: NaiveDate = e.start_date.as_deref().unwrap().parse().unwrap();
+                    let end: Option<NaiveDate> = e.end_date.as_deref().map(|d| d.parse().unwrap());
+                    start <= run.end && end.is_none_or(|end| end >= run.start)
+                })
+                .map(|p| p.id().to_owned())
+                .collect();
+            assert!(expected.len() < staff.len(), "someone was not there");
+            assert_eq!(record.statements.individual_ids(), expected);
+        }
+    }
+
+    #[test]
     fn pay_runs_are_biweekly_fridays() {
         let runs = pay_runs(NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(), today());
         assert!(runs.len() >= 12);
