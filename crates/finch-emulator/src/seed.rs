@@ -847,11 +847,10 @@ pub fn person(
         let base = [6_000_000, 9_000_000, 13_000_000, 18_000_000, 24_000_000][usize::from(level)];
         base + own.random_range(0..30) * 100_000
     };
-    let home = draw_home(&mut {
-        let mut rng = stream(seed, IDENTITY);
-        draw_names(&mut rng);
-        rng
-    }) as u8;
+    // Kept because pay depends on the home state; the same draw as `identity`.
+    let mut who = stream(seed, IDENTITY);
+    draw_names(&mut who);
+    let home = draw_home(&mut who) as u8;
     Person::from(Profile {
         id,
         seed,
