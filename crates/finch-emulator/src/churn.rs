@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::model::{PaymentRecord, Person, Statements};
 use super::seed;
 use super::state::{entity_index, Connection, Shared};
 
@@ -69,10 +70,8 @@ pub fn advance_provider(shared: &Shared, connection: &mut Connection, at: DateTi
         if active.is_empty() {
             break;
         }
-        let person = Arc::make_mut(&mut provider.people[active[rng.random_range(0..active.len())]]);
-        person.employment.is_active = Some(false);
-        person.employment.employment_status = Some("terminated".to_owned());
-        person.employment.end_date = Some(seed::date(today));
+        Arc::make_mut(&mut provider.people[active[rng.random_range(0..active.len())]])
+            .terminate(today);
     }
     for _ in 0..count(rng, churn.edits * employees * days) {
         if provider.people.is_empty() {
@@ -105,11 +104,34 @@ pub fn advance_provider(shared: &Shared, connection: &mut Connection, at: DateTi
                     .filter(|p| entity_index(p.id(), entities) == entity)
                     .cloned()
                     .collect();
-                let mut record = seed::payment(&mut connection.rng, &staff, run);
+                let staff = shared_staff(&connection.provider.payments, entity, staff);
+                let mut record = seed::payment_of(&mut connection.rng, staff, run);
                 record.entity = entity;
                 connection.provider.payments.push(record);
             }
         }
         connection.paid_through = today.max(connection.paid_through);
+    }
+}
+
+/// The staff list of the entity's last payment when nobody in it changed
+/// since, so that a pay group's payments share one list.
+fn shared_staff(
+    payments: &[PaymentRecord],
+    entity: usize,
+    staff: Vec<Arc<Person>>,
+) -> Arc<Vec<Arc<Person>>> {
+    let last = payments.iter().rev().find_map(|r| match &r.statements {
+        Statements::Derived { paid, .. } if r.entity == entity => Some(paid.staff()),
+        _ => None,
+    });
+    match last {
+        Some(last)
+            if last.len() == staff.len()
+                && last.iter().zip(&staff).all(|(a, b)| Arc::ptr_eq(a, b)) =>
+        {
+            last.clone()
+        }
+        _ => Arc::new(staff),
     }
 }

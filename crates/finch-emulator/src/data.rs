@@ -156,7 +156,7 @@ pub async fn individuals(
         data.person(individual_id)
             .filter(|p| view.sees_person(p))
             .map(|person| {
-                let mut individual = person.individual.clone();
+                let mut individual = person.individual_body();
                 if !with_ssn {
                     individual.ssn = None;
                 }
@@ -187,7 +187,7 @@ pub async fn employments(
     let responses = per_individual(&body.requests, |individual_id| {
         data.person(individual_id)
             .filter(|p| view.sees_person(p))
-            .map(|person| json!(person.employment))
+            .map(|person| json!(person.employment_body()))
     });
     Ok(respond(connection, json!({ "responses": responses })))
 }
@@ -243,12 +243,7 @@ pub async fn payments(
         .payments
         .iter()
         .filter(|r| view.sees_entity(r.entity))
-        .filter(|r| {
-            r.payment
-                .pay_date
-                .parse::<NaiveDate>()
-                .is_ok_and(|d| d >= start && d <= end)
-        })
+        .filter(|r| r.payment.pay_date >= start && r.payment.pay_date <= end)
         .map(|r| r.payment_body())
         .collect();
     Ok(respond(connection, json!(payments)))

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::seed::Profile;
 use super::spec::PayFrequency;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -148,9 +149,9 @@ pub struct Employment {
     pub work_id: Option<String>,
 }
 
-/// One person in the provider's system: Finch splits it over three endpoints.
+/// One person's records in full, as the endpoints return them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Person {
+pub struct PersonRecord {
     pub individual: Individual,
     pub employment: Employment,
 }
@@ -167,11 +168,7 @@ pub struct DirectoryEntry {
     pub is_active: Option<bool>,
 }
 
-impl Person {
-    pub fn id(&self) -> &str {
-        &self.individual.id
-    }
-
+impl PersonRecord {
     pub fn directory_entry(&self) -> DirectoryEntry {
         let e = &self.employment;
         DirectoryEntry {
@@ -198,9 +195,217 @@ impl Person {
         self.individual.middle_name = self.employment.middle_name.clone();
         self.individual.last_name = self.employment.last_name.clone();
     }
+}
+
+/// One person in the provider's system: Finch splits it over three endpoints.
+///
+/// A fleet holds hundreds of thousands of people, so a generated person keeps
+/// only its seed and what changes over time (`Profile`), and its records are
+/// generated again whenever they are read. A person whose records were written
+/// from outside (the sandbox API, a reconnect) is stored in full instead.
+#[derive(Debug, Clone)]
+pub struct Person {
+    repr: Repr,
+}
+
+#[derive(Debug, Clone)]
+enum Repr {
+    Compact(Profile),
+    Stored(Box<PersonRecord>),
+}
+
+/// What a person's pay statements depend on.
+#[derive(Debug, Clone, Copy)]
+pub struct PayBasis<'a> {
+    pub hourly: bool,
+    /// Cents per hour when hourly, per year otherwise.
+    pub rate: i64,
+    pub contractor: bool,
+    pub part_time: bool,
+    /// Home state, which sets the state income tax.
+    pub state: Option<&'a str>,
+}
+
+impl From<PersonRecord> for Person {
+    fn from(record: PersonRecord) -> Self {
+        Self {
+            repr: Repr::Stored(Box::new(record)),
+        }
+    }
+}
+
+impl From<Profile> for Person {
+    fn from(profile: Profile) -> Self {
+        Self {
+            repr: Repr::Compact(profile),
+        }
+    }
+}
+
+impl Person {
+    pub fn id(&self) -> &str {
+        match &self.repr {
+            Repr::Compact(p) => p.id(),
+            Repr::Stored(r) => &r.individual.id,
+        }
+    }
+
+    pub fn profile(&self) -> Option<&Profile> {
+        match &self.repr {
+            Repr::Compact(p) => Some(p),
+            Repr::Stored(_) => None,
+        }
+    }
+
+    pub fn profile_mut(&mut self) -> Option<&mut Profile> {
+        match &mut self.repr {
+            Repr::Compact(p) => {
+                p.forget_record();
+                Some(p)
+            }
+            Repr::Stored(_) => None,
+        }
+    }
+
+    /// Both records, generated for a compact person (and not kept).
+    pub fn record(&self) -> std::borrow::Cow<'_, PersonRecord> {
+        match &self.repr {
+            Repr::Compact(p) => p.cached_record().map_or_else(
+                || std::borrow::Cow::Owned(p.record()),
+                std::borrow::Cow::Borrowed,
+            ),
+            Repr::Stored(r) => std::borrow::Cow::Borrowed(r),
+        }
+    }
+
+    pub fn individual_body(&self) -> Individual {
+        match &self.repr {
+            Repr::Compact(p) => p.individual(),
+            Repr::Stored(r) => r.individual.clone(),
+        }
+    }
+
+    pub fn employment_body(&self) -> Employment {
+        match &self.repr {
+            Repr::Compact(p) => p.employment(),
+            Repr::Stored(r) => r.employment.clone(),
+        }
+    }
+
+    pub fn directory_entry(&self) -> DirectoryEntry {
+        match &self.repr {
+            Repr::Compact(p) => p.directory_entry(),
+            Repr::Stored(r) => r.directory_entry(),
+        }
+    }
 
     pub fn is_active(&self) -> bool {
-        self.employment.is_active.unwrap_or(true)
+        match &self.repr {
+            Repr::Compact(p) => p.is_active(),
+            Repr::Stored(r) => r.employment.is_active.unwrap_or(true),
+        }
+    }
+
+    pub fn department(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::Compact(p) => Some(p.department()),
+            Repr::Stored(r) => r
+                .employment
+                .department
+                .as_ref()
+                .and_then(|d| d.name.as_deref()),
+        }
+    }
+
+    pub fn has_manager(&self) -> bool {
+        match &self.repr {
+            Repr::Compact(p) => p.manager().is_some(),
+            Repr::Stored(r) => r.employment.manager.is_some(),
+        }
+    }
+
+    /// Start and end of employment; `None` where unknown or unparseable.
+    pub fn tenure(&self) -> (Option<chrono::NaiveDate>, Option<chrono::NaiveDate>) {
+        match &self.repr {
+            Repr::Compact(p) => (Some(p.start()), p.end()),
+            Repr::Stored(r) => {
+                let parse = |d: &Option<String>| d.as_deref().and_then(|d| d.parse().ok());
+                (
+                    parse(&r.employment.start_date),
+                    parse(&r.employment.end_date),
+                )
+            }
+        }
+    }
+
+    /// Leaves the company today.
+    pub fn terminate(&mut self, today: chrono::NaiveDate) {
+        if let Some(profile) = self.profile_mut() {
+            profile.terminate(today);
+            return;
+        }
+        self.employment.is_active = Some(false);
+        self.employment.employment_status = Some("terminated".to_owned());
+        self.employment.end_date = Some(super::seed::date(today));
+    }
+
+    pub fn pay_basis(&self) -> PayBasis<'_> {
+        match &self.repr {
+            Repr::Compact(p) => p.pay_basis(),
+            Repr::Stored(r) => {
+                let e = &r.employment;
+                let income = e.income.as_ref();
+                PayBasis {
+                    hourly: income.and_then(|i| i.unit.as_deref()) == Some("hourly"),
+                    rate: income.and_then(|i| i.amount).unwrap_or(5_000_000),
+                    contractor: e.employment.as_ref().and_then(|t| t.kind.as_deref())
+                        == Some("contractor"),
+                    part_time: e.employment.as_ref().and_then(|t| t.subtype.as_deref())
+                        == Some("part_time"),
+                    state: r
+                        .individual
+                        .residence
+                        .as_ref()
+                        .and_then(|l| l.state.as_deref()),
+                }
+            }
+        }
+    }
+}
+
+/// Reading a compact person's fields directly generates its records and keeps
+/// them with the person; the endpoints use the methods above, which do not.
+impl std::ops::Deref for Person {
+    type Target = PersonRecord;
+
+    fn deref(&self) -> &PersonRecord {
+        match &self.repr {
+            Repr::Compact(p) => p.kept_record(),
+            Repr::Stored(r) => r,
+        }
+    }
+}
+
+/// Writing a field stores the person in full from then on.
+impl std::ops::DerefMut for Person {
+    fn deref_mut(&mut self) -> &mut PersonRecord {
+        if let Repr::Compact(p) = &mut self.repr {
+            let record = p.take_record();
+            self.repr = Repr::Stored(Box::new(record));
+        }
+        match &mut self.repr {
+            Repr::Stored(r) => r,
+            Repr::Compact(_) => unreachable!("stored just above"),
+        }
+    }
+}
+
+impl PartialEq for Person {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.repr, &other.repr) {
+            (Repr::Compact(a), Repr::Compact(b)) => a == b,
+            _ => *self.record() == *other.record(),
+        }
     }
 }
 
@@ -297,6 +502,59 @@ pub struct PayStatement {
     pub employer_contributions: Vec<Contribution>,
 }
 
+/// The people a payroll paid: the staff of its entity as they were when it
+/// ran, less those not employed during its pay period. Payments of one
+/// entity share the staff list for as long as nobody in it changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paid {
+    staff: Arc<Vec<Arc<Person>>>,
+    period: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+}
+
+impl Paid {
+    /// Whoever of `staff` was employed at some point from `start` to `end`.
+    pub fn employed_during(
+        staff: Arc<Vec<Arc<Person>>>,
+        start: chrono::NaiveDate,
+        end: chrono::NaiveDate,
+    ) -> Self {
+        Self {
+            staff,
+            period: Some((start, end)),
+        }
+    }
+
+    pub fn staff(&self) -> &Arc<Vec<Arc<Person>>> {
+        &self.staff
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Person>> + '_ {
+        self.staff.iter().filter(move |p| {
+            self.period.is_none_or(|(start, end)| {
+                let (started, left) = p.tenure();
+                started.is_none_or(|s| s <= end) && left.is_none_or(|e| e >= start)
+            })
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl FromIterator<Arc<Person>> for Paid {
+    fn from_iter<I: IntoIterator<Item = Arc<Person>>>(people: I) -> Self {
+        Self {
+            staff: Arc::new(people.into_iter().collect()),
+            period: None,
+        }
+    }
+}
+
 /// A payment's statements: as given (sandbox), or generated when read from
 /// the people paid, as they were then, and a seed. Storing a whole fleet's
 /// statements would take gigabytes; the people are shared with the roster.
@@ -307,7 +565,7 @@ pub enum Statements {
         /// Seeds each statement's generator with the person's position.
         seed: u64,
         frequency: PayFrequency,
-        paid: Arc<Vec<Arc<Person>>>,
+        paid: Arc<Paid>,
     },
 }
 
@@ -330,6 +588,33 @@ impl Statements {
         }
     }
 
+    /// What `list` adds up to, without building the statements.
+    pub fn totals(&self) -> Totals {
+        match self {
+            Statements::Stored(list) => list.iter().fold(Totals::default(), |sum, s| {
+                let (employer, employee): (Vec<&Tax>, Vec<&Tax>) =
+                    s.taxes.iter().partition(|t| t.employer);
+                sum.add(&Totals {
+                    gross: s.gross_pay.amount,
+                    net: s.net_pay.amount,
+                    employer_taxes: employer.iter().map(|t| t.amount).sum(),
+                    employee_taxes: employee.iter().map(|t| t.amount).sum(),
+                })
+            }),
+            Statements::Derived {
+                seed,
+                frequency,
+                paid,
+            } => paid
+                .iter()
+                .enumerate()
+                .fold(Totals::default(), |sum, (i, person)| {
+                    let mut rng = super::seed::stream(*seed, i as u64);
+                    sum.add(&super::seed::pay_figures(&mut rng, person, *frequency).totals())
+                }),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Statements::Stored(list) => list.len(),
@@ -349,65 +634,92 @@ impl Statements {
     }
 }
 
-/// A payment with its statements, as the provider stores it. The stored
-/// `payment.individual_ids` is left empty: `payment_body` fills it in.
+/// A payment's sums over its statements, in cents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    pub gross: i64,
+    pub net: i64,
+    pub employer_taxes: i64,
+    pub employee_taxes: i64,
+}
+
+impl Totals {
+    fn add(self, other: &Totals) -> Totals {
+        Totals {
+            gross: self.gross + other.gross,
+            net: self.net + other.net,
+            employer_taxes: self.employer_taxes + other.employer_taxes,
+            employee_taxes: self.employee_taxes + other.employee_taxes,
+        }
+    }
+}
+
+/// What a payment is besides its statements; `PaymentRecord::payment_body`
+/// spells it out as Finch returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentHeader {
+    pub id: String,
+    pub start_date: chrono::NaiveDate,
+    pub end_date: chrono::NaiveDate,
+    pub pay_date: chrono::NaiveDate,
+    pub debit_date: chrono::NaiveDate,
+    pub frequency: PayFrequency,
+    pub totals: Totals,
+}
+
+/// A payment with its statements, as the provider stores it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaymentRecord {
-    pub payment: Payment,
+    pub payment: PaymentHeader,
     pub statements: Statements,
     /// Index of the entity that ran this payroll in its connection's entity list.
     pub entity: usize,
 }
 
 impl PaymentRecord {
-    /// Builds the payment totals from its statements so that they always add up.
-    pub fn from_statements(
+    /// A payment whose totals are those of its statements, so that they
+    /// always add up.
+    pub fn new(
         id: String,
-        pay_period: PayPeriod,
-        pay_date: String,
-        debit_date: String,
-        statements: Vec<PayStatement>,
+        run: &super::spec::PayRun,
+        statements: Statements,
+        entity: usize,
     ) -> Self {
-        let gross: i64 = statements.iter().map(|s| s.gross_pay.amount).sum();
-        let net: i64 = statements.iter().map(|s| s.net_pay.amount).sum();
-        let employer_taxes: i64 = statements
-            .iter()
-            .flat_map(|s| &s.taxes)
-            .filter(|t| t.employer)
-            .map(|t| t.amount)
-            .sum();
-        let employee_taxes: i64 = statements
-            .iter()
-            .flat_map(|s| &s.taxes)
-            .filter(|t| !t.employer)
-            .map(|t| t.amount)
-            .sum();
-        let payment = Payment {
-            id,
-            pay_period,
-            pay_date,
-            debit_date,
-            company_debit: Money::usd(gross + employer_taxes),
-            gross_pay: Money::usd(gross),
-            net_pay: Money::usd(net),
-            employer_taxes: Money::usd(employer_taxes),
-            employee_taxes: Money::usd(employee_taxes),
-            individual_ids: Vec::new(),
-            pay_group_ids: Vec::new(),
-            pay_frequencies: vec!["bi_weekly".to_owned()],
-        };
         Self {
-            payment,
-            statements: Statements::Stored(Arc::new(statements)),
-            entity: 0,
+            payment: PaymentHeader {
+                id,
+                start_date: run.start,
+                end_date: run.end,
+                pay_date: run.pay_date,
+                debit_date: run.debit_date(),
+                frequency: run.frequency,
+                totals: statements.totals(),
+            },
+            statements,
+            entity,
         }
     }
 
     /// `/employer/payment`'s item, with the ids of the people it paid.
     pub fn payment_body(&self) -> Payment {
+        let h = &self.payment;
+        let date = super::seed::date;
         Payment {
+            id: h.id.clone(),
+            pay_period: PayPeriod {
+                start_date: date(h.start_date),
+                end_date: date(h.end_date),
+            },
+            pay_date: date(h.pay_date),
+            debit_date: date(h.debit_date),
+            company_debit: Money::usd(h.totals.gross + h.totals.employer_taxes),
+            gross_pay: Money::usd(h.totals.gross),
+            net_pay: Money::usd(h.totals.net),
+            employer_taxes: Money::usd(h.totals.employer_taxes),
+            employee_taxes: Money::usd(h.totals.employee_taxes),
             individual_ids: self.statements.individual_ids(),
-            ..self.payment.clone()
+            pay_group_ids: Vec::new(),
+            pay_frequencies: vec![h.frequency.as_str().to_owned()],
         }
     }
 }

@@ -14,7 +14,7 @@ use super::api::{require_client, token_connection, AppState, FinchJson};
 use super::error::ApiError;
 use super::management::start_sync;
 use super::model::{
-    Contribution, Deduction, Earning, Money, PayPeriod, PayStatement, PaymentRecord,
+    Contribution, Deduction, Earning, Money, PayStatement, PaymentRecord, Statements,
 };
 use super::seed::{self, PayRun};
 use super::spec::PayFrequency;
@@ -440,18 +440,16 @@ pub async fn create_payment(
                         unknown.individual_id
                     )));
                 }
-                PaymentRecord::from_statements(
+                PaymentRecord::new(
                     seed::uuid(&mut c.rng),
-                    PayPeriod {
-                        start_date: seed::date(run.start),
-                        end_date: seed::date(run.end),
-                    },
-                    seed::date(run.pay_date),
-                    seed::date(run.debit_date()),
-                    inputs
-                        .into_iter()
-                        .map(StatementInput::into_statement)
-                        .collect(),
+                    &run,
+                    Statements::Stored(std::sync::Arc::new(
+                        inputs
+                            .into_iter()
+                            .map(StatementInput::into_statement)
+                            .collect(),
+                    )),
+                    0,
                 )
             }
             None => seed::payment(&mut c.rng, &c.provider.people, run),

@@ -9,6 +9,7 @@ use chrono::{Datelike, Duration as Days, NaiveDate};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
+use std::sync::Arc;
 
 use super::model::*;
 use super::spec::PayFrequency;
@@ -372,93 +373,126 @@ pub enum Role {
     Member(usize),
 }
 
-/// One realistic person. `manager` is the id of their manager, if any.
-pub fn person(
-    rng: &mut StdRng,
-    company: &Company,
-    role: Role,
-    manager: Option<&str>,
-    today: NaiveDate,
-) -> Person {
-    let id = uuid(rng);
-    let first = (*pick(rng, FIRST_NAMES)).to_owned();
-    let last = (*pick(rng, LAST_NAMES)).to_owned();
+/// The department index of the chief, who sits outside `DEPARTMENTS`.
+const EXECUTIVE: u8 = u8::MAX;
+
+/// Streams of a person's seed: who they are, their place in the company,
+/// then one per address and per phone number they move on to.
+const IDENTITY: u64 = 0;
+const PLACEMENT: u64 = 1;
+const ADDRESS_EDITS: u64 = 1 << 32;
+const PHONE_EDITS: u64 = 2 << 32;
+
+/// What every person of a company shares: the domain of their work email
+/// and their work location.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workplace {
+    domain: String,
+    location: Option<Location>,
+}
+
+impl Workplace {
+    pub fn of(company: &Company) -> Arc<Self> {
+        Arc::new(Self {
+            domain: email_domain(company),
+            location: company.locations.as_ref().and_then(|l| l.first().cloned()),
+        })
+    }
+}
+
+/// A generated person, kept small: a seed from which the parts of their
+/// records that never change are drawn again on every read, and what
+/// changes over time. Reads give the same records every time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    id: [u8; 36],
+    seed: u64,
+    workplace: Arc<Workplace>,
+    /// Shared by everyone with the same manager.
+    manager: Option<Arc<str>>,
+    /// Cents per hour when hourly, per year otherwise.
+    rate: i64,
+    start: NaiveDate,
+    end: Option<NaiveDate>,
+    department: u8,
+    /// (department, level) of the title, which edits can move elsewhere.
+    title: (u8, u8),
+    /// Index into `PLACES`.
+    home: u8,
+    hourly: bool,
+    contractor: bool,
+    part_time: bool,
+    active: bool,
+    /// Had a raise a year after starting.
+    raised: bool,
+    address_edits: u32,
+    phone_edits: u32,
+    kept: Kept,
+}
+
+/// The records of a compact person that someone read through `Deref`; not
+/// part of the person, so neither cloned nor compared.
+#[derive(Debug, Default)]
+struct Kept(std::sync::OnceLock<Box<PersonRecord>>);
+
+impl Clone for Kept {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// The parts of a person that never change, drawn from their seed.
+struct Identity {
+    first: &'static str,
+    last: &'static str,
+    middle: Option<char>,
+    home: usize,
+    dob: NaiveDate,
+    personal_email: String,
+    phone: String,
+    gender: &'static str,
+    ethnicity: &'static str,
+    line1: String,
+    line2: Option<String>,
+    ssn: String,
+    badge: String,
+    source_id: String,
+}
+
+fn draw_names(rng: &mut StdRng) -> (&'static str, &'static str, Option<char>) {
+    let first = *pick(rng, FIRST_NAMES);
+    let last = *pick(rng, LAST_NAMES);
     let middle = rng
         .random_bool(0.3)
-        .then(|| format!("{}.", char::from(b'A' + rng.random_range(0..26u8))));
-    let (department, title, level) = match role {
-        Role::Chief => ("Executive", "Chief Executive Officer", 4),
-        Role::DepartmentHead(d) => (DEPARTMENTS[d].0, DEPARTMENTS[d].1[3], 3),
-        Role::Member(d) => {
-            let level = *pick(rng, &[0, 0, 1, 1, 2]);
-            (DEPARTMENTS[d].0, DEPARTMENTS[d].1[level], level)
-        }
-    };
-    // Support and operations staff are usually paid by the hour.
-    let hourly = matches!(role, Role::Member(_))
-        && level < 2
-        && matches!(department, "Operations" | "Customer Success")
-        && rng.random_bool(0.7);
-    let contractor = matches!(role, Role::Member(_)) && !hourly && rng.random_bool(0.06);
-    let part_time = hourly && rng.random_bool(0.25);
+        .then(|| char::from(b'A' + rng.random_range(0..26u8)));
+    (first, last, middle)
+}
 
-    let days_employed = match role {
-        Role::Chief => rng.random_range(2500..4000),
-        Role::DepartmentHead(_) => rng.random_range(900..2500),
-        Role::Member(_) => rng.random_range(30..2000),
-    };
-    let start = today - Days::days(days_employed);
-    let terminated = matches!(role, Role::Member(_)) && rng.random_bool(0.08);
-    let end = terminated.then(|| {
-        let worked = rng.random_range(10..=days_employed.max(11));
-        (start + Days::days(worked)).min(today - Days::days(1))
-    });
+fn draw_home(rng: &mut StdRng) -> usize {
+    rng.random_range(0..PLACES.len())
+}
+
+fn draw_line1(rng: &mut StdRng) -> String {
+    format!("{} {}", rng.random_range(10..9900), pick(rng, STREETS))
+}
+
+fn identity(seed: u64) -> Identity {
+    let mut rng = stream(seed, IDENTITY);
+    let rng = &mut rng;
+    let (first, last, middle) = draw_names(rng);
+    let home = draw_home(rng);
     let dob = NaiveDate::from_ymd_opt(
         rng.random_range(1962..2003),
         rng.random_range(1..13),
         rng.random_range(1..29),
     )
     .expect("valid date");
-
-    let income = if hourly {
-        Income {
-            unit: Some("hourly".to_owned()),
-            amount: Some(rng.random_range(1700..4500)),
-            currency: Some("usd".to_owned()),
-            effective_date: Some(date(start)),
-        }
-    } else {
-        let base = [6_000_000, 9_000_000, 13_000_000, 18_000_000, 24_000_000][level];
-        let annual = base + rng.random_range(0..30) * 100_000;
-        Income {
-            unit: Some("yearly".to_owned()),
-            amount: Some(annual),
-            currency: Some("usd".to_owned()),
-            effective_date: Some(date(start)),
-        }
-    };
-    let mut history = vec![income.clone()];
-    if days_employed > 400 && !hourly {
-        // A raise a year in, so that income history is not trivially one entry.
-        let earlier = Income {
-            amount: income.amount.map(|a| a * 100 / 106),
-            effective_date: Some(date(start)),
-            ..income.clone()
-        };
-        let raise_on = start + Days::days(365);
-        history = vec![
-            earlier,
-            Income {
-                effective_date: Some(date(raise_on)),
-                ..income.clone()
-            },
-        ];
-    }
-    let income = history.last().cloned().expect("history is not empty");
-
-    let home = *pick(rng, PLACES);
-    let domain = email_domain(company);
-    let work_email = format!("{}.{}@{domain}", first.to_lowercase(), last.to_lowercase());
     let personal_email = format!(
         "{}{}{}@{}",
         first.to_lowercase(),
@@ -469,110 +503,375 @@ pub fn person(
             &["gmail.com", "outlook.com", "icloud.com", "yahoo.com"]
         )
     );
+    let phone = format!("+1{}{}", PLACES[home].3, digits(rng, 7));
+    let gender = *pick(
+        rng,
+        &[
+            "female",
+            "male",
+            "female",
+            "male",
+            "other",
+            "decline_to_specify",
+        ],
+    );
+    let ethnicity = *pick(
+        rng,
+        &[
+            "white",
+            "asian",
+            "hispanic_or_latino",
+            "black_or_african_american",
+            "two_or_more_races",
+            "decline_to_specify",
+        ],
+    );
+    let line1 = draw_line1(rng);
+    let line2 = rng
+        .random_bool(0.3)
+        .then(|| format!("Apt {}", rng.random_range(1..400)));
     let ssn = format!(
         "{}-{}-{}",
         rng.random_range(100..665),
         rng.random_range(10..99),
         rng.random_range(1000..9999)
     );
-    let individual = Individual {
-        id: id.clone(),
-        first_name: Some(first.clone()),
-        middle_name: middle.clone(),
-        last_name: Some(last.clone()),
-        preferred_name: None,
-        emails: Some(vec![
-            Email {
-                data: work_email,
-                kind: Some("work".to_owned()),
-            },
-            Email {
-                data: personal_email,
-                kind: Some("personal".to_owned()),
-            },
-        ]),
-        phone_numbers: Some(vec![PhoneNumber {
-            data: Some(format!("+1{}{}", home.3, digits(rng, 7))),
-            kind: Some("personal".to_owned()),
-        }]),
-        gender: Some(
-            (*pick(
-                rng,
-                &[
-                    "female",
-                    "male",
-                    "female",
-                    "male",
-                    "other",
-                    "decline_to_specify",
-                ],
-            ))
-            .to_owned(),
-        ),
-        ethnicity: Some(
-            (*pick(
-                rng,
-                &[
-                    "white",
-                    "asian",
-                    "hispanic_or_latino",
-                    "black_or_african_american",
-                    "two_or_more_races",
-                    "decline_to_specify",
-                ],
-            ))
-            .to_owned(),
-        ),
-        dob: Some(date(dob)),
-        residence: Some(place_location(rng, &home)),
-        ssn: Some(ssn),
-        encrypted_ssn: None,
-    };
-    let work_location = company.locations.as_ref().and_then(|l| l.first().cloned());
-    let employment = Employment {
-        id: id.clone(),
-        first_name: Some(first),
-        middle_name: middle,
-        last_name: Some(last),
-        title: Some(title.to_owned()),
-        manager: manager.map(|m| IdRef { id: m.to_owned() }),
-        department: Some(NameRef {
-            name: Some(department.to_owned()),
-        }),
-        employment: Some(EmploymentType {
-            kind: Some(if contractor { "contractor" } else { "employee" }.to_owned()),
-            subtype: Some(
-                if contractor {
-                    "individual_contractor"
-                } else if part_time {
-                    "part_time"
-                } else {
-                    "full_time"
-                }
-                .to_owned(),
-            ),
-        }),
-        employment_status: Some(if terminated { "terminated" } else { "active" }.to_owned()),
-        start_date: Some(date(start)),
-        end_date: end.map(date),
-        latest_rehire_date: None,
-        is_active: Some(!terminated),
-        class_code: Some(if hourly { "8810" } else { "8868" }.to_owned()),
-        flsa_status: Some(if hourly { "non_exempt" } else { "exempt" }.to_owned()),
-        location: work_location,
-        income: Some(income),
-        income_history: Some(history),
-        custom_fields: Some(vec![CustomField {
-            name: Some("Badge Number".to_owned()),
-            value: serde_json::Value::String(digits(rng, 5)),
-        }]),
-        source_id: Some(digits(rng, 6)),
-        work_id: None,
-    };
-    Person {
-        individual,
-        employment,
+    let badge = digits(rng, 5);
+    let source_id = digits(rng, 6);
+    Identity {
+        first,
+        last,
+        middle,
+        home,
+        dob,
+        personal_email,
+        phone,
+        gender,
+        ethnicity,
+        line1,
+        line2,
+        ssn,
+        badge,
+        source_id,
     }
+}
+
+fn department_name(department: u8) -> &'static str {
+    DEPARTMENTS
+        .get(usize::from(department))
+        .map_or("Executive", |d| d.0)
+}
+
+fn title_name((department, level): (u8, u8)) -> &'static str {
+    DEPARTMENTS
+        .get(usize::from(department))
+        .map_or("Chief Executive Officer", |d| d.1[usize::from(level)])
+}
+
+fn income(unit: &str, amount: i64, effective: NaiveDate) -> Income {
+    Income {
+        unit: Some(unit.to_owned()),
+        amount: Some(amount),
+        currency: Some("usd".to_owned()),
+        effective_date: Some(date(effective)),
+    }
+}
+
+impl Profile {
+    pub fn id(&self) -> &str {
+        std::str::from_utf8(&self.id).expect("ids are ASCII")
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    pub fn department(&self) -> &'static str {
+        department_name(self.department)
+    }
+
+    pub fn manager(&self) -> Option<&Arc<str>> {
+        self.manager.as_ref()
+    }
+
+    pub fn start(&self) -> NaiveDate {
+        self.start
+    }
+
+    pub fn end(&self) -> Option<NaiveDate> {
+        self.end
+    }
+
+    pub fn workplace(&self) -> &Arc<Workplace> {
+        &self.workplace
+    }
+
+    pub fn pay_basis(&self) -> PayBasis<'static> {
+        PayBasis {
+            hourly: self.hourly,
+            rate: self.rate,
+            contractor: self.contractor,
+            part_time: self.part_time,
+            state: Some(PLACES[usize::from(self.home)].1),
+        }
+    }
+
+    pub fn terminate(&mut self, today: NaiveDate) {
+        self.active = false;
+        self.end = Some(today);
+    }
+
+    fn names(&self) -> (&'static str, &'static str, Option<String>) {
+        let (first, last, middle) = draw_names(&mut stream(self.seed, IDENTITY));
+        (first, last, middle.map(|m| format!("{m}.")))
+    }
+
+    pub fn directory_entry(&self) -> DirectoryEntry {
+        let (first, last, middle) = self.names();
+        DirectoryEntry {
+            id: self.id().to_owned(),
+            first_name: Some(first.to_owned()),
+            middle_name: middle,
+            last_name: Some(last.to_owned()),
+            manager: self.manager.as_ref().map(|m| IdRef { id: m.to_string() }),
+            department: Some(NameRef {
+                name: Some(self.department().to_owned()),
+            }),
+            is_active: Some(self.active),
+        }
+    }
+
+    fn individual_of(&self, who: &Identity) -> Individual {
+        let place = &PLACES[who.home];
+        let line1 = if self.address_edits == 0 {
+            who.line1.clone()
+        } else {
+            draw_line1(&mut stream(
+                self.seed,
+                ADDRESS_EDITS + u64::from(self.address_edits),
+            ))
+        };
+        let phone = if self.phone_edits == 0 {
+            who.phone.clone()
+        } else {
+            let rng = &mut stream(self.seed, PHONE_EDITS + u64::from(self.phone_edits));
+            let area = rng.random_range(200..990);
+            format!("+1{area}{}", digits(rng, 7))
+        };
+        Individual {
+            id: self.id().to_owned(),
+            first_name: Some(who.first.to_owned()),
+            middle_name: who.middle.map(|m| format!("{m}.")),
+            last_name: Some(who.last.to_owned()),
+            preferred_name: None,
+            emails: Some(vec![
+                Email {
+                    data: format!(
+                        "{}.{}@{}",
+                        who.first.to_lowercase(),
+                        who.last.to_lowercase(),
+                        self.workplace.domain
+                    ),
+                    kind: Some("work".to_owned()),
+                },
+                Email {
+                    data: who.personal_email.clone(),
+                    kind: Some("personal".to_owned()),
+                },
+            ]),
+            phone_numbers: Some(vec![PhoneNumber {
+                data: Some(phone),
+                kind: Some("personal".to_owned()),
+            }]),
+            gender: Some(who.gender.to_owned()),
+            ethnicity: Some(who.ethnicity.to_owned()),
+            dob: Some(date(who.dob)),
+            residence: Some(Location {
+                line1: Some(line1),
+                line2: who.line2.clone(),
+                city: Some(place.0.to_owned()),
+                state: Some(place.1.to_owned()),
+                postal_code: Some(place.2.to_owned()),
+                country: Some("US".to_owned()),
+                name: None,
+                source_id: None,
+            }),
+            ssn: Some(who.ssn.clone()),
+            encrypted_ssn: None,
+        }
+    }
+
+    fn employment_of(&self, who: &Identity) -> Employment {
+        let unit = if self.hourly { "hourly" } else { "yearly" };
+        let history = if self.raised {
+            vec![
+                income(unit, self.rate * 100 / 106, self.start),
+                income(unit, self.rate, self.start + Days::days(365)),
+            ]
+        } else {
+            vec![income(unit, self.rate, self.start)]
+        };
+        let current = history.last().cloned();
+        Employment {
+            id: self.id().to_owned(),
+            first_name: Some(who.first.to_owned()),
+            middle_name: who.middle.map(|m| format!("{m}.")),
+            last_name: Some(who.last.to_owned()),
+            title: Some(title_name(self.title).to_owned()),
+            manager: self.manager.as_ref().map(|m| IdRef { id: m.to_string() }),
+            department: Some(NameRef {
+                name: Some(self.department().to_owned()),
+            }),
+            employment: Some(EmploymentType {
+                kind: Some(
+                    if self.contractor {
+                        "contractor"
+                    } else {
+                        "employee"
+                    }
+                    .to_owned(),
+                ),
+                subtype: Some(
+                    if self.contractor {
+                        "individual_contractor"
+                    } else if self.part_time {
+                        "part_time"
+                    } else {
+                        "full_time"
+                    }
+                    .to_owned(),
+                ),
+            }),
+            employment_status: Some(if self.active { "active" } else { "terminated" }.to_owned()),
+            start_date: Some(date(self.start)),
+            end_date: self.end.map(date),
+            latest_rehire_date: None,
+            is_active: Some(self.active),
+            class_code: Some(if self.hourly { "8810" } else { "8868" }.to_owned()),
+            flsa_status: Some(if self.hourly { "non_exempt" } else { "exempt" }.to_owned()),
+            location: self.workplace.location.clone(),
+            income: current,
+            income_history: Some(history),
+            custom_fields: Some(vec![CustomField {
+                name: Some("Badge Number".to_owned()),
+                value: serde_json::Value::String(who.badge.clone()),
+            }]),
+            source_id: Some(who.source_id.clone()),
+            work_id: None,
+        }
+    }
+
+    pub fn individual(&self) -> Individual {
+        self.individual_of(&identity(self.seed))
+    }
+
+    pub fn employment(&self) -> Employment {
+        self.employment_of(&identity(self.seed))
+    }
+
+    pub fn record(&self) -> PersonRecord {
+        let who = identity(self.seed);
+        PersonRecord {
+            individual: self.individual_of(&who),
+            employment: self.employment_of(&who),
+        }
+    }
+
+    pub(crate) fn cached_record(&self) -> Option<&PersonRecord> {
+        self.kept.0.get().map(AsRef::as_ref)
+    }
+
+    pub(crate) fn kept_record(&self) -> &PersonRecord {
+        self.kept.0.get_or_init(|| Box::new(self.record()))
+    }
+
+    pub(crate) fn take_record(&mut self) -> PersonRecord {
+        self.kept.0.take().map_or_else(|| self.record(), |r| *r)
+    }
+
+    pub(crate) fn forget_record(&mut self) {
+        self.kept.0.take();
+    }
+}
+
+/// One realistic person. `manager` is the id of their manager, if any.
+pub fn person(
+    rng: &mut StdRng,
+    workplace: &Arc<Workplace>,
+    role: Role,
+    manager: Option<Arc<str>>,
+    today: NaiveDate,
+) -> Person {
+    let seed: u64 = rng.random();
+    let own = &mut stream(seed, PLACEMENT);
+    let mut id = [0u8; 36];
+    uuid::Builder::from_random_bytes(own.random())
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut id);
+    let (department, level) = match role {
+        Role::Chief => (EXECUTIVE, 4),
+        Role::DepartmentHead(d) => (d as u8, 3),
+        Role::Member(d) => (d as u8, *pick(own, &[0u8, 0, 1, 1, 2])),
+    };
+    let member = matches!(role, Role::Member(_));
+    let title = if department == EXECUTIVE {
+        (EXECUTIVE, 0)
+    } else {
+        (department, level)
+    };
+    // Support and operations staff are usually paid by the hour.
+    let hourly = member
+        && level < 2
+        && matches!(
+            department_name(department),
+            "Operations" | "Customer Success"
+        )
+        && own.random_bool(0.7);
+    let contractor = member && !hourly && own.random_bool(0.06);
+    let part_time = hourly && own.random_bool(0.25);
+    let days_employed = match role {
+        Role::Chief => own.random_range(2500..4000),
+        Role::DepartmentHead(_) => own.random_range(900..2500),
+        Role::Member(_) => own.random_range(30..2000),
+    };
+    let start = today - Days::days(days_employed);
+    let terminated = member && own.random_bool(0.08);
+    let end = terminated.then(|| {
+        let worked = own.random_range(10..=days_employed.max(11));
+        (start + Days::days(worked)).min(today - Days::days(1))
+    });
+    let rate = if hourly {
+        own.random_range(1700..4500)
+    } else {
+        let base = [6_000_000, 9_000_000, 13_000_000, 18_000_000, 24_000_000][usize::from(level)];
+        base + own.random_range(0..30) * 100_000
+    };
+    // Kept because pay depends on the home state; the same draw as `identity`.
+    let mut who = stream(seed, IDENTITY);
+    draw_names(&mut who);
+    let home = draw_home(&mut who) as u8;
+    Person::from(Profile {
+        id,
+        seed,
+        workplace: workplace.clone(),
+        manager,
+        rate,
+        start,
+        end,
+        department,
+        title,
+        home,
+        hourly,
+        contractor,
+        part_time,
+        active: !terminated,
+        // A raise a year in, so that income history is not trivially one entry.
+        raised: days_employed > 400 && !hourly,
+        address_edits: 0,
+        phone_edits: 0,
+        kept: Kept::default(),
+    })
 }
 
 /// A company's people: a chief, department heads reporting to the chief, and
@@ -582,28 +881,35 @@ pub fn people(rng: &mut StdRng, company: &Company, n: usize, today: NaiveDate) -
     if n == 0 {
         return people;
     }
-    let chief = person(rng, company, Role::Chief, None, today);
-    let chief_id = chief.id().to_owned();
+    let workplace = Workplace::of(company);
+    let chief = person(rng, &workplace, Role::Chief, None, today);
+    let chief_id: Arc<str> = chief.id().into();
     people.push(chief);
     let heads = (n.saturating_sub(1) / 4).clamp(1, DEPARTMENTS.len());
-    let mut head_ids = Vec::new();
+    let mut head_ids: Vec<Arc<str>> = Vec::new();
     for d in 0..heads {
         if people.len() == n {
             break;
         }
         let head = person(
             rng,
-            company,
+            &workplace,
             Role::DepartmentHead(d),
-            Some(&chief_id),
+            Some(chief_id.clone()),
             today,
         );
-        head_ids.push(head.id().to_owned());
+        head_ids.push(head.id().into());
         people.push(head);
     }
     while people.len() < n {
         let d = rng.random_range(0..head_ids.len());
-        let member = person(rng, company, Role::Member(d), Some(&head_ids[d]), today);
+        let member = person(
+            rng,
+            &workplace,
+            Role::Member(d),
+            Some(head_ids[d].clone()),
+            today,
+        );
         people.push(member);
     }
     people
@@ -613,50 +919,52 @@ pub fn people(rng: &mut StdRng, company: &Company, n: usize, today: NaiveDate) -
 pub fn new_hire(
     rng: &mut StdRng,
     company: &Company,
-    existing: &[std::sync::Arc<Person>],
+    existing: &[Arc<Person>],
     today: NaiveDate,
 ) -> Person {
     let d = rng.random_range(0..DEPARTMENTS.len());
     let manager = existing
         .iter()
-        .find(|p| {
-            p.employment
-                .department
-                .as_ref()
-                .and_then(|d| d.name.as_deref())
-                == Some(DEPARTMENTS[d].0)
-                && p.employment.manager.is_some()
-        })
-        .or_else(|| existing.first())
-        .map(|p| p.id().to_owned());
-    let mut hire = person(rng, company, Role::Member(d), manager.as_deref(), today);
-    let start = date(today);
-    hire.employment.start_date = Some(start.clone());
-    hire.employment.end_date = None;
-    hire.employment.is_active = Some(true);
-    hire.employment.employment_status = Some("active".to_owned());
-    if let Some(income) = hire.employment.income.as_mut() {
-        income.effective_date = Some(start);
-        hire.employment.income_history = Some(vec![income.clone()]);
-    }
+        .find(|p| p.department() == Some(DEPARTMENTS[d].0) && p.has_manager())
+        .or_else(|| existing.first());
+    let manager_id = manager.map(|p| Arc::<str>::from(p.id()));
+    let workplace = existing
+        .iter()
+        .find_map(|p| p.profile().map(|p| p.workplace().clone()))
+        .unwrap_or_else(|| Workplace::of(company));
+    let mut hire = person(rng, &workplace, Role::Member(d), manager_id, today);
+    let profile = hire.profile_mut().expect("a generated person is compact");
+    profile.start = today;
+    profile.end = None;
+    profile.active = true;
+    profile.raised = false;
     hire
 }
 
 /// One everyday edit at the provider: a new title, a move within the same
 /// state (so tax withholding stays as it was) or a new phone number.
 pub fn edit(rng: &mut StdRng, person: &mut Person) {
-    match rng.random_range(0..3) {
+    let kind = rng.random_range(0..3);
+    if let Some(profile) = person.profile_mut() {
+        match kind {
+            0 => {
+                let d = rng.random_range(0..DEPARTMENTS.len());
+                let level = rng.random_range(0..DEPARTMENTS[d].1.len());
+                profile.title = (d as u8, level as u8);
+            }
+            1 => profile.address_edits += 1,
+            _ => profile.phone_edits += 1,
+        }
+        return;
+    }
+    match kind {
         0 => {
             let (_, titles) = pick(rng, DEPARTMENTS);
             person.employment.title = Some((*pick(rng, titles)).to_owned());
         }
         1 => {
             if let Some(home) = person.individual.residence.as_mut() {
-                home.line1 = Some(format!(
-                    "{} {}",
-                    rng.random_range(10..9900),
-                    pick(rng, STREETS)
-                ));
+                home.line1 = Some(draw_line1(rng));
             }
         }
         _ => {
@@ -674,140 +982,219 @@ pub fn pay_runs(since: NaiveDate, today: NaiveDate) -> Vec<PayRun> {
     PayFrequency::BiWeekly.pay_runs(0, since, today)
 }
 
-fn employed_during(person: &Person, run: &PayRun) -> bool {
-    let parse = |d: &Option<String>| d.as_deref().and_then(|d| d.parse::<NaiveDate>().ok());
-    let started = parse(&person.employment.start_date).is_none_or(|s| s <= run.end);
-    let not_left = parse(&person.employment.end_date).is_none_or(|e| e >= run.start);
-    started && not_left
-}
-
 fn pct(amount: i64, bps: i64) -> i64 {
     amount * bps / 10_000
 }
 
-/// One person's pay statement for a regular pay run. Figures add up:
-/// net = gross - employee taxes - employee deductions.
-pub fn pay_statement(rng: &mut StdRng, person: &Person, frequency: PayFrequency) -> PayStatement {
+/// The figures of one pay statement, drawn without building it, so that a
+/// payment's totals cost no more than the arithmetic.
+pub struct PayFigures<'a> {
+    contractor: bool,
+    hours: f64,
+    /// (amount, hours) at the regular rate, for hourly pay.
+    regular: Option<(i64, f64)>,
+    overtime: Option<(i64, f64)>,
+    /// Salary or contractor payment, for yearly pay.
+    salary: Option<(i64, f64)>,
+    bonus: Option<i64>,
+    /// (deduction, employer match)
+    retirement: Option<(i64, i64)>,
+    medical: i64,
+    taxes: Option<TaxFigures<'a>>,
+    direct_deposit: bool,
+    gross: i64,
+}
+
+struct TaxFigures<'a> {
+    federal: i64,
+    social_security: i64,
+    medicare: i64,
+    /// (state, amount), where the state taxes income.
+    state: Option<(&'a str, i64)>,
+    futa: i64,
+}
+
+impl PayFigures<'_> {
+    fn withheld(&self) -> i64 {
+        self.taxes.as_ref().map_or(0, |t| {
+            t.federal + t.social_security + t.medicare + t.state.map_or(0, |s| s.1)
+        })
+    }
+
+    fn employer_taxes(&self) -> i64 {
+        self.taxes
+            .as_ref()
+            .map_or(0, |t| t.social_security + t.medicare + t.futa)
+    }
+
+    fn net(&self) -> i64 {
+        let deducted = self.retirement.map_or(0, |r| r.0) + self.medical;
+        self.gross - self.withheld() - deducted
+    }
+
+    pub fn totals(&self) -> Totals {
+        Totals {
+            gross: self.gross,
+            net: self.net(),
+            employer_taxes: self.employer_taxes(),
+            employee_taxes: self.withheld(),
+        }
+    }
+}
+
+/// Draws one person's pay for a regular pay run.
+pub fn pay_figures<'a>(
+    rng: &mut StdRng,
+    person: &'a Person,
+    frequency: PayFrequency,
+) -> PayFigures<'a> {
     let periods = frequency.periods_per_year();
     // Hours in one period of a 40-hour week.
     let period_hours = (2080 / periods) as f64;
-    let e = &person.employment;
-    let income = e.income.clone();
-    let unit = income
-        .as_ref()
-        .and_then(|i| i.unit.as_deref())
-        .unwrap_or("yearly");
-    let rate = income.as_ref().and_then(|i| i.amount).unwrap_or(5_000_000);
-    let contractor = e.employment.as_ref().and_then(|t| t.kind.as_deref()) == Some("contractor");
-    let part_time = e.employment.as_ref().and_then(|t| t.subtype.as_deref()) == Some("part_time");
-
-    let mut earnings = Vec::new();
+    let basis = person.pay_basis();
+    let (contractor, part_time, rate) = (basis.contractor, basis.part_time, basis.rate);
+    let (mut regular, mut overtime, mut salary) = (None, None, None);
     let hours;
-    if unit == "hourly" {
-        let regular = if part_time {
+    if basis.hourly {
+        let regular_hours = if part_time {
             (f64::from(rng.random_range(50..75)) * period_hours / 100.0).round()
         } else {
             period_hours
         };
-        let overtime = if !part_time && rng.random_bool(0.3) {
+        let overtime_hours = if !part_time && rng.random_bool(0.3) {
             f64::from(rng.random_range(1..10))
         } else {
             0.0
         };
-        hours = regular + overtime;
-        earnings.push(Earning {
-            name: "Regular Hours".to_owned(),
-            kind: "wage".to_owned(),
-            amount: (rate as f64 * regular).round() as i64,
-            currency: "usd",
-            hours: Some(regular),
-        });
-        if overtime > 0.0 {
-            earnings.push(Earning {
-                name: "Overtime".to_owned(),
-                kind: "overtime".to_owned(),
-                amount: (rate as f64 * 1.5 * overtime).round() as i64,
-                currency: "usd",
-                hours: Some(overtime),
-            });
+        hours = regular_hours + overtime_hours;
+        regular = Some(((rate as f64 * regular_hours).round() as i64, regular_hours));
+        if overtime_hours > 0.0 {
+            overtime = Some((
+                (rate as f64 * 1.5 * overtime_hours).round() as i64,
+                overtime_hours,
+            ));
         }
     } else {
         hours = period_hours;
-        earnings.push(Earning {
-            name: if contractor {
-                "Contractor Payment"
-            } else {
-                "Salary"
-            }
-            .to_owned(),
-            kind: if contractor { "1099" } else { "salary" }.to_owned(),
-            amount: rate / periods,
-            currency: "usd",
-            hours: Some(period_hours),
-        });
+        salary = Some((rate / periods, period_hours));
     }
-    if !contractor && rng.random_bool(0.05) {
-        earnings.push(Earning {
-            name: "Spot Bonus".to_owned(),
-            kind: "bonus".to_owned(),
-            amount: rng.random_range(5..40) * 10_000,
-            currency: "usd",
-            hours: None,
-        });
-    }
-    let gross: i64 = earnings.iter().map(|e| e.amount).sum();
+    let bonus = (!contractor && rng.random_bool(0.05)).then(|| rng.random_range(5..40) * 10_000);
+    let gross = [regular, overtime, salary]
+        .iter()
+        .flatten()
+        .map(|e| e.0)
+        .sum::<i64>()
+        + bonus.unwrap_or(0);
 
-    let mut taxes = Vec::new();
-    let mut deductions = Vec::new();
-    let mut contributions = Vec::new();
+    let (mut retirement, mut medical, mut taxes) = (None, 0, None);
     if !contractor {
         let retirement_bps = *pick(rng, &[0, 300, 400, 500, 600, 800]);
-        let medical = if part_time {
+        medical = if part_time {
             0
         } else {
             [8_500, 12_000, 18_500, 24_000][rng.random_range(0..4)]
         };
         if retirement_bps > 0 {
-            deductions.push(Deduction {
-                name: "401(k)".to_owned(),
-                kind: Some("401k".to_owned()),
-                pre_tax: true,
-                amount: pct(gross, retirement_bps),
-                currency: "usd",
-            });
-            contributions.push(Contribution {
-                name: "401(k) Match".to_owned(),
-                kind: Some("401k".to_owned()),
-                amount: pct(gross, retirement_bps.min(400)),
-                currency: "usd",
-            });
+            retirement = Some((
+                pct(gross, retirement_bps),
+                pct(gross, retirement_bps.min(400)),
+            ));
         }
-        if medical > 0 {
-            deductions.push(Deduction {
-                name: "Medical".to_owned(),
-                kind: Some("s125_medical".to_owned()),
-                pre_tax: true,
-                amount: medical,
-                currency: "usd",
-            });
-            contributions.push(Contribution {
-                name: "Medical".to_owned(),
-                kind: Some("s125_medical".to_owned()),
-                amount: medical * 3,
-                currency: "usd",
-            });
-        }
-        let retirement = pct(gross, retirement_bps);
-        let income_taxable = gross - retirement - medical;
+        let income_taxable = gross - pct(gross, retirement_bps) - medical;
         let fica_taxable = gross - medical;
         // A rough progressive federal rate: 10% at low pay up to 24% for executives.
         let federal_bps = (1_000 + gross / 2_000).min(2_400);
-        let state = person
-            .individual
-            .residence
-            .as_ref()
-            .and_then(|r| r.state.as_deref());
-        let state_bps = state_tax_bps(state);
+        let state_bps = state_tax_bps(basis.state);
+        taxes = Some(TaxFigures {
+            federal: pct(income_taxable, federal_bps),
+            social_security: pct(fica_taxable, 620),
+            medicare: pct(fica_taxable, 145),
+            state: (state_bps > 0).then(|| {
+                (
+                    basis.state.unwrap_or("State"),
+                    pct(income_taxable, state_bps),
+                )
+            }),
+            futa: pct(fica_taxable, 60),
+        });
+    }
+    PayFigures {
+        contractor,
+        hours,
+        regular,
+        overtime,
+        salary,
+        bonus,
+        retirement,
+        medical,
+        taxes,
+        direct_deposit: rng.random_bool(0.95),
+        gross,
+    }
+}
+
+/// One person's pay statement for a regular pay run. Figures add up:
+/// net = gross - employee taxes - employee deductions.
+pub fn pay_statement(rng: &mut StdRng, person: &Person, frequency: PayFrequency) -> PayStatement {
+    let f = pay_figures(rng, person, frequency);
+    let earning = |name: &str, kind: &str, amount: i64, hours: Option<f64>| Earning {
+        name: name.to_owned(),
+        kind: kind.to_owned(),
+        amount,
+        currency: "usd",
+        hours,
+    };
+    let mut earnings = Vec::new();
+    if let Some((amount, hours)) = f.regular {
+        earnings.push(earning("Regular Hours", "wage", amount, Some(hours)));
+    }
+    if let Some((amount, hours)) = f.overtime {
+        earnings.push(earning("Overtime", "overtime", amount, Some(hours)));
+    }
+    if let Some((amount, hours)) = f.salary {
+        earnings.push(if f.contractor {
+            earning("Contractor Payment", "1099", amount, Some(hours))
+        } else {
+            earning("Salary", "salary", amount, Some(hours))
+        });
+    }
+    if let Some(amount) = f.bonus {
+        earnings.push(earning("Spot Bonus", "bonus", amount, None));
+    }
+    let mut deductions = Vec::new();
+    let mut contributions = Vec::new();
+    if let Some((deduction, matched)) = f.retirement {
+        deductions.push(Deduction {
+            name: "401(k)".to_owned(),
+            kind: Some("401k".to_owned()),
+            pre_tax: true,
+            amount: deduction,
+            currency: "usd",
+        });
+        contributions.push(Contribution {
+            name: "401(k) Match".to_owned(),
+            kind: Some("401k".to_owned()),
+            amount: matched,
+            currency: "usd",
+        });
+    }
+    if f.medical > 0 {
+        deductions.push(Deduction {
+            name: "Medical".to_owned(),
+            kind: Some("s125_medical".to_owned()),
+            pre_tax: true,
+            amount: f.medical,
+            currency: "usd",
+        });
+        contributions.push(Contribution {
+            name: "Medical".to_owned(),
+            kind: Some("s125_medical".to_owned()),
+            amount: f.medical * 3,
+            currency: "usd",
+        });
+    }
+    let mut taxes = Vec::new();
+    if let Some(t) = &f.taxes {
         let mut tax = |name: &str, kind: &str, employer: bool, amount: i64| {
             taxes.push(Tax {
                 name: name.to_owned(),
@@ -817,45 +1204,28 @@ pub fn pay_statement(rng: &mut StdRng, person: &Person, frequency: PayFrequency)
                 currency: "usd",
             });
         };
-        tax(
-            "Federal Income Tax",
-            "federal",
-            false,
-            pct(income_taxable, federal_bps),
-        );
-        tax("Social Security", "fica", false, pct(fica_taxable, 620));
-        tax("Medicare", "fica", false, pct(fica_taxable, 145));
-        if state_bps > 0 {
-            tax(
-                &format!("{} State Income Tax", state.unwrap_or("State")),
-                "state",
-                false,
-                pct(income_taxable, state_bps),
-            );
+        tax("Federal Income Tax", "federal", false, t.federal);
+        tax("Social Security", "fica", false, t.social_security);
+        tax("Medicare", "fica", false, t.medicare);
+        if let Some((state, amount)) = t.state {
+            tax(&format!("{state} State Income Tax"), "state", false, amount);
         }
-        tax("Social Security", "fica", true, pct(fica_taxable, 620));
-        tax("Medicare", "fica", true, pct(fica_taxable, 145));
-        tax(
-            "Federal Unemployment (FUTA)",
-            "federal",
-            true,
-            pct(fica_taxable, 60),
-        );
+        tax("Social Security", "fica", true, t.social_security);
+        tax("Medicare", "fica", true, t.medicare);
+        tax("Federal Unemployment (FUTA)", "federal", true, t.futa);
     }
-    let withheld: i64 = taxes.iter().filter(|t| !t.employer).map(|t| t.amount).sum();
-    let deducted: i64 = deductions.iter().map(|d| d.amount).sum();
     PayStatement {
         individual_id: person.id().to_owned(),
         kind: "regular_payroll".to_owned(),
-        payment_method: if rng.random_bool(0.95) {
+        payment_method: if f.direct_deposit {
             "direct_deposit"
         } else {
             "check"
         }
         .to_owned(),
-        total_hours: Some(hours),
-        gross_pay: Money::usd(gross),
-        net_pay: Money::usd(gross - withheld - deducted),
+        total_hours: Some(f.hours),
+        gross_pay: Money::usd(f.gross),
+        net_pay: Money::usd(f.net()),
         earnings,
         taxes,
         employee_deductions: deductions,
@@ -864,33 +1234,19 @@ pub fn pay_statement(rng: &mut StdRng, person: &Person, frequency: PayFrequency)
 }
 
 /// A regular payroll run for everyone employed during the period.
-pub fn payment(rng: &mut StdRng, people: &[std::sync::Arc<Person>], run: PayRun) -> PaymentRecord {
+pub fn payment(rng: &mut StdRng, people: &[Arc<Person>], run: PayRun) -> PaymentRecord {
+    payment_of(rng, Arc::new(people.to_vec()), run)
+}
+
+/// `payment` with a staff list that other payments may share.
+pub fn payment_of(rng: &mut StdRng, staff: Arc<Vec<Arc<Person>>>, run: PayRun) -> PaymentRecord {
     let id = uuid(rng);
-    let paid: Vec<std::sync::Arc<Person>> = people
-        .iter()
-        .filter(|p| employed_during(p, &run))
-        .cloned()
-        .collect();
-    let derived = Statements::Derived {
+    let statements = Statements::Derived {
         seed: rng.random(),
         frequency: run.frequency,
-        paid: std::sync::Arc::new(paid),
+        paid: Arc::new(Paid::employed_during(staff, run.start, run.end)),
     };
-    // Generated once for the totals, then dropped: reads generate them again.
-    let statements = derived.list();
-    let mut record = PaymentRecord::from_statements(
-        id,
-        PayPeriod {
-            start_date: date(run.start),
-            end_date: date(run.end),
-        },
-        date(run.pay_date),
-        date(run.debit_date()),
-        statements,
-    );
-    record.payment.pay_frequencies = vec![run.frequency.as_str().to_owned()];
-    record.statements = derived;
-    record
+    PaymentRecord::new(id, &run, statements, 0)
 }
 
 /// The seed stream of the payment paid on `pay_date`, so that a payment keeps its
@@ -969,11 +1325,46 @@ mod tests {
             assert!(s.net_pay.amount > 0);
         }
         let gross: i64 = statements.iter().map(|s| s.gross_pay.amount).sum();
-        assert_eq!(record.payment.gross_pay.amount, gross);
-        assert_eq!(
-            record.payment.company_debit.amount,
-            gross + record.payment.employer_taxes.amount
-        );
+        let net: i64 = statements.iter().map(|s| s.net_pay.amount).sum();
+        let employer_taxes: i64 = statements
+            .iter()
+            .flat_map(|s| &s.taxes)
+            .filter(|t| t.employer)
+            .map(|t| t.amount)
+            .sum();
+        let body = record.payment_body();
+        assert_eq!(body.gross_pay.amount, gross);
+        assert_eq!(body.net_pay.amount, net);
+        assert_eq!(body.employer_taxes.amount, employer_taxes);
+        assert_eq!(body.company_debit.amount, gross + employer_taxes);
+        assert_eq!(body.individual_ids.len(), statements.len());
+    }
+
+    #[test]
+    fn a_payment_pays_whoever_was_employed_during_its_period() {
+        let mut rng = stream(3, 4);
+        let co = company(&mut rng);
+        let staff: Vec<_> = people(&mut rng, &co, 200, today())
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect();
+        let runs = pay_runs(NaiveDate::from_ymd_opt(2024, 6, 1).unwrap(), today());
+        let shared = std::sync::Arc::new(staff.clone());
+        for run in [runs[0], runs[runs.len() - 1]] {
+            let record = payment_of(&mut rng, shared.clone(), run);
+            let expected: Vec<String> = staff
+                .iter()
+                .filter(|p| {
+                    let e = &p.employment_body();
+                    let start: NaiveDate = e.start_date.as_deref().unwrap().parse().unwrap();
+                    let end: Option<NaiveDate> = e.end_date.as_deref().map(|d| d.parse().unwrap());
+                    start <= run.end && end.is_none_or(|end| end >= run.start)
+                })
+                .map(|p| p.id().to_owned())
+                .collect();
+            assert!(expected.len() < staff.len(), "someone was not there");
+            assert_eq!(record.statements.individual_ids(), expected);
+        }
     }
 
     #[test]

@@ -289,6 +289,19 @@ impl Shared {
             Origin::Spec(s) => s.entities,
             _ => 1,
         };
+        // The people do not change while the history is made, so every
+        // payment of an entity shares one staff list.
+        let staffs: Vec<Arc<Vec<Arc<Person>>>> = (0..entities)
+            .map(|entity| {
+                Arc::new(
+                    people
+                        .iter()
+                        .filter(|p| entity_index(p.id(), entities) == entity)
+                        .cloned()
+                        .collect(),
+                )
+            })
+            .collect();
         let history = |frequency: PayFrequency, stagger: u32, since: NaiveDate| {
             frequency
                 .pay_runs(stagger, since, today)
@@ -301,12 +314,7 @@ impl Shared {
                         stream ^ ((entity as u64) << 28),
                         run.pay_date,
                     );
-                    let staff: Vec<_> = people
-                        .iter()
-                        .filter(|p| entity_index(p.id(), entities) == entity)
-                        .cloned()
-                        .collect();
-                    let mut record = seed::payment(&mut prng, &staff, run);
+                    let mut record = seed::payment_of(&mut prng, staffs[entity].clone(), run);
                     record.entity = entity;
                     record
                 })

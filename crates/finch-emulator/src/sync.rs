@@ -421,7 +421,7 @@ impl Change {
     pub(crate) fn payment_event(record: &PaymentRecord, action: &'static str) -> Self {
         Change::PaymentEvent {
             id: record.payment.id.clone(),
-            pay_date: record.payment.pay_date.clone(),
+            pay_date: super::seed::date(record.payment.pay_date),
             action,
             statements: record.statements.individual_ids(),
             entity: record.entity,
@@ -557,14 +557,15 @@ pub fn diff(old: &Dataset, new: &Dataset) -> Vec<Change> {
                 endpoints: vec![Product::Directory, Product::Individual, Product::Employment],
             }),
             Some(before) => {
+                let (before, after) = (before.record(), person.record());
                 let mut endpoints = Vec::new();
-                if before.directory_entry() != person.directory_entry() {
+                if before.directory_entry() != after.directory_entry() {
                     endpoints.push(Product::Directory);
                 }
-                if before.individual != person.individual {
+                if before.individual != after.individual {
                     endpoints.push(Product::Individual);
                 }
-                if before.employment != person.employment {
+                if before.employment != after.employment {
                     endpoints.push(Product::Employment);
                 }
                 if !endpoints.is_empty() {
@@ -662,6 +663,55 @@ mod tests {
         assert!(
             matches!(&changes[0], Change::Person { endpoints, .. } if endpoints == &vec![Product::Employment])
         );
+    }
+
+    #[test]
+    fn compact_edits_touch_the_endpoints_they_change() {
+        let old = dataset();
+        let today = NaiveDate::from_ymd_opt(2025, 6, 16).unwrap();
+        let mut new = old.clone();
+        Arc::make_mut(&mut new.people[2]).terminate(today);
+        assert!(new.people[2].profile().is_some(), "still compact");
+        assert!(
+            matches!(&diff(&old, &new)[..], [Change::Person { endpoints, .. }]
+                if endpoints == &vec![Product::Directory, Product::Employment])
+        );
+        // Every kind of everyday edit shows on exactly one endpoint.
+        let mut seen = HashSet::new();
+        let mut rng = seed::stream(5, 7);
+        for _ in 0..30 {
+            let mut new = old.clone();
+            seed::edit(&mut rng, Arc::make_mut(&mut new.people[3]));
+            match &diff(&old, &new)[..] {
+                [] => {}
+                [Change::Person { endpoints, .. }] => {
+                    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+                    seen.insert(endpoints[0]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            seen,
+            HashSet::from([Product::Individual, Product::Employment])
+        );
+    }
+
+    #[test]
+    fn a_compact_person_reads_the_same_every_time() {
+        let data = dataset();
+        let person = &data.people[1];
+        let record = person.record().into_owned();
+        assert_eq!(person.individual_body(), record.individual);
+        assert_eq!(person.employment_body(), record.employment);
+        assert_eq!(person.directory_entry(), record.directory_entry());
+        assert_eq!(*Person::clone(person).record(), record);
+        // Writing through the record keeps the rest of it.
+        let mut stored = Person::clone(person);
+        stored.employment.title = Some("Chief Vibes Officer".into());
+        assert!(stored.profile().is_none());
+        assert_eq!(stored.individual_body(), record.individual);
+        assert_eq!(stored.id(), person.id());
     }
 
     #[test]
