@@ -1,5 +1,6 @@
 //! Benchmarks that drive a running instance and print figures.
 
+pub mod fleet;
 pub mod ingress;
 pub mod sync;
 
@@ -11,11 +12,14 @@ pub enum BenchCommand {
     Ingress(ingress::IngressBenchArgs),
     /// Drive the worker against the emulator: Finch requests, 429s and time to a correct copy.
     Sync(sync::SyncArgs),
+    /// A fleet of connections over simulated days: budget per day, staleness, sweeps, and a diff of every table.
+    Fleet(fleet::FleetArgs),
 }
 
 pub async fn run(command: BenchCommand, settings: &Settings) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingress(args) => ingress::run(args, settings).await,
         BenchCommand::Sync(args) => sync::run(args, settings).await,
+        BenchCommand::Fleet(args) => fleet::run(args, settings).await,
     }
 }

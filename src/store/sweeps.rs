@@ -17,15 +17,22 @@ pub struct Due {
     pub swept_finch_sync_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Gives every connection without a slot one within the next `cadence`,
-/// at an offset fixed by its id.
-pub async fn assign_slots(pool: &PgPool, cadence: Duration) -> Result<u64, StoreError> {
+/// Gives every connection without a slot one within its next cadence
+/// (`automated` for sweeps; `assisted` for checks of Finch's refresh), at an
+/// offset fixed by its id.
+pub async fn assign_slots(
+    pool: &PgPool,
+    automated: Duration,
+    assisted: Duration,
+) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE connections SET next_sweep_at = now() + make_interval(secs =>
-             $1 * ((hashtext(connection_id)::bigint + 2147483648) / 4294967296.0))
+             CASE WHEN kind = 'assisted' THEN $2 ELSE $1 END
+             * ((hashtext(connection_id)::bigint + 2147483648) / 4294967296.0))
          WHERE next_sweep_at IS NULL",
     )
-    .bind(cadence.as_secs_f64())
+    .bind(automated.as_secs_f64())
+    .bind(assisted.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -76,11 +83,13 @@ pub async fn finished(pool: &PgPool, connection_ids: &[String]) -> Result<(), St
     Ok(())
 }
 
-/// Connections with a slot, for sizing how many sweeps a tick takes.
-pub async fn scheduled(pool: &PgPool) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM connections WHERE next_sweep_at IS NOT NULL")
-            .fetch_one(pool)
-            .await?,
+/// Connections with a slot, automated and assisted, for sizing how many
+/// slots a tick takes.
+pub async fn scheduled(pool: &PgPool) -> Result<(i64, i64), StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE kind <> 'assisted'), count(*) FILTER (WHERE kind = 'assisted')
+         FROM connections WHERE next_sweep_at IS NOT NULL",
     )
+    .fetch_one(pool)
+    .await?)
 }

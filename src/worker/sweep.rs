@@ -4,8 +4,9 @@
 //!
 //! Automated connections are swept every `sweep_every`, each at a slot
 //! spread evenly over the cadence. Assisted connections get no data events:
-//! at each slot their `/introspect` is read, and a new `last_successful_sync`
-//! (Finch's weekly refresh) queues a sweep. A sweep is a message on the work
+//! at each of their slots, spread over `assisted_check_every`, their
+//! `/introspect` is read, and a new `last_successful_sync` (Finch's weekly
+//! refresh) queues a sweep. A sweep is a message on the work
 //! queue like any event, so any worker runs it; its reads are background
 //! work that takes only the budget events leave (see [`dispatch`](super::dispatch)).
 
@@ -78,12 +79,14 @@ async fn tick_once(ctx: &Context) -> Result<(), StoreError> {
         }
     }
     let fleet = &ctx.config.fleet;
-    sweeps::assign_slots(&ctx.pool, fleet.sweep_every).await?;
+    sweeps::assign_slots(&ctx.pool, fleet.sweep_every, fleet.assisted_check_every).await?;
     // The slots are spread evenly; twice the even share lets a backlog
     // (after downtime) drain without a spike.
-    let scheduled = sweeps::scheduled(&ctx.pool).await?.max(0) as f64;
-    let share = fleet.scheduler_tick.as_secs_f64() / fleet.sweep_every.as_secs_f64();
-    let per_tick = (scheduled * share * 2.0).ceil() as i64 + 1;
+    let (automated, assisted) = sweeps::scheduled(&ctx.pool).await?;
+    let tick = fleet.scheduler_tick.as_secs_f64();
+    let even_share = automated.max(0) as f64 * tick / fleet.sweep_every.as_secs_f64()
+        + assisted.max(0) as f64 * tick / fleet.assisted_check_every.as_secs_f64();
+    let per_tick = (even_share * 2.0).ceil() as i64 + 1;
     for due in sweeps::due(&ctx.pool, per_tick).await? {
         if due.kind == "assisted" {
             check_assisted(ctx, &due).await?;

@@ -1133,3 +1133,108 @@ async fn a_reconnect_with_new_ids_leaves_no_old_id_alive_in_any_table() {
     );
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn an_assisted_connection_is_swept_after_each_of_finchs_refreshes_and_only_then() {
+    let fleet = Fleet::new(EmulatorConfig {
+        connections: 0,
+        freeze_clock: true,
+        pay_statement_delay: Duration::ZERO,
+        sync_duration: Duration::ZERO,
+        rate_limit_scale: 0.0,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let added = fleet
+        .emulator
+        .add_connection(finch_emulator::ConnectionSpec {
+            // No payday within the week, so the hire is the refresh's only change.
+            pay_frequency: finch_emulator::PayFrequency::Monthly,
+            history_days: 30,
+            ..finch_emulator::ConnectionSpec::assisted(5)
+        })
+        .unwrap();
+    register(&fleet, &added).await;
+    let connection_id = added.connection_id.clone();
+    let kind = fleet
+        .count(
+            "SELECT CASE WHEN kind = 'assisted' THEN 1 ELSE 0 END::bigint FROM connections WHERE connection_id = $1",
+            &connection_id,
+        )
+        .await;
+    assert_eq!(kind, 1, "registered as assisted");
+    // Checks come on their own cadence, not the weekly sweep's.
+    let worker = TestWorker::start(
+        fleet.settings(&[("assisted_check_every", "300ms"), ("sweep_every", "7d")]),
+    )
+    .await;
+    let first = fleet.full_sync(&connection_id).await;
+    fleet.all_processed(&first).await;
+
+    let last_swept = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT last_swept_at FROM connections WHERE connection_id = $1",
+        )
+        .bind(&connection_id)
+        .fetch_one(&fleet.pool)
+        .await
+        .unwrap()
+    };
+    // The first check finds a refresh no sweep has read yet.
+    eventually(Duration::from_secs(30), "the first sweep", || async {
+        last_swept().await.is_some()
+    })
+    .await;
+    let swept_once = last_swept().await;
+    let introspections = fleet.requests_to("GET /introspect");
+    let reads = fleet.requests();
+    eventually(
+        Duration::from_secs(30),
+        "three more checks of Finch's refresh",
+        || async { fleet.requests_to("GET /introspect") >= introspections + 3 },
+    )
+    .await;
+    assert_eq!(last_swept().await, swept_once, "no refresh, no sweep");
+    assert_eq!(fleet.requests(), reads, "checks read no data");
+
+    // Finch's weekly refresh brings a hire that no webhook announces.
+    fleet
+        .emulator
+        .change_provider(&connection_id, finch_emulator::ProviderChange::Hire)
+        .unwrap();
+    fleet.emulator.advance(Duration::from_secs(7 * 86_400));
+    let refreshed = fleet.emulator.snapshot(&connection_id).unwrap();
+    assert_eq!(refreshed.entities[0].directory.len(), 6);
+    eventually(
+        Duration::from_secs(30),
+        "the sweep reads the hire",
+        || async { fleet.people("finch_employments", &connection_id).await == 6 },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the sweep is recorded", || async {
+        last_swept().await > swept_once
+    })
+    .await;
+    let read_refresh: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT swept_finch_sync_at FROM connections WHERE connection_id = $1")
+            .bind(&connection_id)
+            .fetch_one(&fleet.pool)
+            .await
+            .unwrap();
+    let served = refreshed.data_retrieved.unwrap();
+    assert_eq!(
+        read_refresh.map(|at| at.timestamp_millis()),
+        Some(served.timestamp_millis()),
+        "the sweep is known to have read Finch's latest refresh"
+    );
+    let swept_twice = last_swept().await;
+    let introspections = fleet.requests_to("GET /introspect");
+    eventually(
+        Duration::from_secs(30),
+        "three more checks after the sweep",
+        || async { fleet.requests_to("GET /introspect") >= introspections + 3 },
+    )
+    .await;
+    assert_eq!(last_swept().await, swept_twice, "one sweep per refresh");
+    worker.stop().await;
+}
