@@ -478,7 +478,12 @@ async fn rate_limits(
     shared.limiter.set_scale(body.scale);
     let limits: serde_json::Map<String, Value> = Product::ALL
         .into_iter()
-        .map(|product| (product.as_str().to_owned(), json!(shared.limiter.limit(product))))
+        .map(|product| {
+            (
+                product.as_str().to_owned(),
+                json!(shared.limiter.limit(product)),
+            )
+        })
         .collect();
     Ok(Json(json!({ "scale": body.scale, "per_minute": limits })))
 }

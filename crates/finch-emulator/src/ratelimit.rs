@@ -59,12 +59,7 @@ impl Limits {
         Self {
             by_product: Product::ALL
                 .into_iter()
-                .map(|product| {
-                    (
-                        product,
-                        scaled(f64::from(product.rate_limit_per_minute())),
-                    )
-                })
+                .map(|product| (product, scaled(f64::from(product.rate_limit_per_minute()))))
                 .collect(),
             ip: Some(scaled(IP_MAX_REQUESTS)),
         }
