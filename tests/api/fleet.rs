@@ -661,15 +661,22 @@ async fn a_lost_webhook_is_repaired_by_the_next_sweep() {
         1,
         "only the new payrun's statements are read, not every payment's"
     );
-    let swept: bool = sqlx::query_scalar(
-        "SELECT last_swept_at IS NOT NULL AND next_sweep_at > now() + interval '30 minutes'
-         FROM connections WHERE connection_id = $1",
+    // The sweep is recorded when its message is acknowledged, just after the commit.
+    eventually(
+        Duration::from_secs(10),
+        "the sweep recorded and the next one a cadence away",
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT last_swept_at IS NOT NULL AND next_sweep_at > now() + interval '30 minutes'
+                 FROM connections WHERE connection_id = $1",
+            )
+            .bind(&connection_id)
+            .fetch_one(&fleet.pool)
+            .await
+            .unwrap()
+        },
     )
-    .bind(&connection_id)
-    .fetch_one(&fleet.pool)
-    .await
-    .unwrap();
-    assert!(swept, "the next sweep is a cadence away");
+    .await;
     worker.stop().await;
 }
 
