@@ -1142,6 +1142,71 @@ async fn a_reconnect_with_new_ids_leaves_no_old_id_alive_in_any_table() {
 }
 
 #[tokio::test]
+async fn a_directory_that_ends_before_paging_count_deletes_nobody() {
+    let fleet = Fleet::new(EmulatorConfig {
+        connections: 1,
+        employees: 5,
+        pay_statement_delay: Duration::ZERO,
+        history_start: (chrono::Utc::now() - chrono::Duration::days(30)).date_naive(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (connection_id, _) = fleet.connection(0);
+    // Pages of two, so five people take three pages and an early end has
+    // people behind it.
+    let worker = TestWorker::start(fleet.settings(&[("directory_page_size", "2")])).await;
+    let first = fleet.full_sync(&connection_id).await;
+    fleet.all_processed(&first).await;
+    for table in ["finch_directory", "finch_individuals", "finch_employments"] {
+        assert_eq!(fleet.people(table, &connection_id).await, 5, "{table}");
+    }
+
+    fleet.emulator.inject_fault(
+        finch_emulator::FaultScope::Connection(connection_id.clone()),
+        finch_emulator::FaultKind::DirectoryEndsEarly,
+        Duration::from_secs(3600),
+    );
+    let directory_pages = || {
+        fleet
+            .emulator
+            .stats()
+            .requests
+            .iter()
+            .filter(|(route, _)| route.contains("/employer/directory"))
+            .map(|(_, statuses)| statuses.values().sum::<u64>())
+            .sum::<u64>()
+    };
+    let pages_before = directory_pages();
+    let short = fleet.full_sync(&connection_id).await;
+    fleet.all_processed(&short).await;
+    assert_eq!(
+        directory_pages() - pages_before,
+        2,
+        "the pass stops at the first empty page before paging.count"
+    );
+    for table in ["finch_directory", "finch_individuals", "finch_employments"] {
+        assert_eq!(
+            fleet.people(table, &connection_id).await,
+            5,
+            "nobody leaves {table} after an incomplete pass"
+        );
+        assert_eq!(
+            fleet
+                .count(
+                    &format!(
+                        "SELECT count(*) FROM {table} WHERE connection_id = $1 AND deleted_at IS NOT NULL"
+                    ),
+                    &connection_id,
+                )
+                .await,
+            0,
+            "no row of {table} is marked deleted"
+        );
+    }
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn an_assisted_connection_is_swept_after_each_of_finchs_refreshes_and_only_then() {
     let fleet = Fleet::new(EmulatorConfig {
         connections: 0,

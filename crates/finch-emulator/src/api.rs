@@ -251,8 +251,14 @@ pub async fn data_access(
         shared.stats.record_rate_limited(product, code);
         return Err(ApiError::rate_limited(code, shared.scaled(wait)));
     }
-    if let Some((kind, until)) = shared.faults.hit(now, product, &connection_id) {
-        let error = kind.error(shared.scaled((until - now).to_std().unwrap_or_default()));
+    if let Some(error) =
+        shared
+            .faults
+            .hit(now, product, &connection_id)
+            .and_then(|(kind, until)| {
+                kind.error(shared.scaled((until - now).to_std().unwrap_or_default()))
+            })
+    {
         if let Some(code) = error.finch_code.filter(|_| error.status.as_u16() == 429) {
             shared.stats.record_rate_limited(product, code);
         }

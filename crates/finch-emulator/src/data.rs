@@ -2,6 +2,7 @@
 
 use super::api::{data_access, data_headers, AppState, FinchJson};
 use super::error::{data_sync_in_progress, item_not_found, ApiError};
+use super::faults::FaultKind;
 use super::model::{Dataset, Person};
 use super::state::{Connection, World};
 use axum::extract::{Query, State};
@@ -87,6 +88,13 @@ pub async fn directory(
     let access = data_access(&shared, &headers, &uri, Product::Directory).await?;
     let limit = number(paging.limit.as_deref(), "limit", 100)?.min(10_000);
     let offset = number(paging.offset.as_deref(), "offset", 0)?;
+    let ends_early = offset > 0
+        && shared.faults.shapes(
+            shared.now(),
+            Product::Directory,
+            &access.connection_id,
+            FaultKind::DirectoryEndsEarly,
+        );
     let world = shared.world();
     let (connection, data) = synced(&world, &access.connection_id)?;
     let view = View {
@@ -102,7 +110,7 @@ pub async fn directory(
     let individuals: Vec<_> = people
         .iter()
         .skip(offset)
-        .take(limit)
+        .take(if ends_early { 0 } else { limit })
         .map(|p| p.directory_entry())
         .collect();
     Ok(respond(

@@ -4,7 +4,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use finch_core::Product;
 use serde::{Deserialize, Serialize};
@@ -45,6 +44,10 @@ pub enum FaultKind {
     AccountSetupRequired,
     /// 403 `insufficient_account_permissions`.
     InsufficientPermissions,
+    /// Not an error: directory pages after the first come back empty while
+    /// `paging.count` still counts everyone, as when a provider's listing
+    /// ends early.
+    DirectoryEndsEarly,
 }
 
 /// One injected fault.
@@ -93,7 +96,7 @@ impl FaultBook {
         self.faults.lock().expect("fault lock").clone()
     }
 
-    /// The first fault that hits this request, with the Finch time it ends.
+    /// The first failing fault that hits this request, with its error.
     pub fn hit(
         &self,
         now: DateTime<Utc>,
@@ -104,15 +107,36 @@ impl FaultBook {
         faults.retain(|f| f.until > now);
         faults
             .iter()
-            .find(|f| f.hits(now, product, connection_id))
+            .find(|f| f.kind.fails() && f.hits(now, product, connection_id))
             .map(|f| (f.kind, f.until))
+    }
+
+    /// Whether a fault of this kind hits this request.
+    pub fn shapes(
+        &self,
+        now: DateTime<Utc>,
+        product: Product,
+        connection_id: &str,
+        kind: FaultKind,
+    ) -> bool {
+        self.faults
+            .lock()
+            .expect("fault lock")
+            .iter()
+            .any(|f| f.kind == kind && f.hits(now, product, connection_id))
     }
 }
 
 impl FaultKind {
-    /// The error Finch answers with; 429s carry their `Retry-After` (Finch seconds).
-    pub fn error(self, retry_after: Duration) -> ApiError {
-        match self {
+    /// Whether the hit request is refused, rather than answered oddly.
+    fn fails(self) -> bool {
+        self.error(Duration::ZERO).is_some()
+    }
+
+    /// The error Finch answers with, `None` for a fault that answers 200
+    /// oddly instead; 429s carry their `Retry-After` (Finch seconds).
+    pub fn error(self, retry_after: Duration) -> Option<ApiError> {
+        Some(match self {
             FaultKind::ApplicationRateLimit => {
                 ApiError::rate_limited("finch_application_rl", retry_after)
             }
@@ -125,11 +149,8 @@ impl FaultKind {
             FaultKind::Reauthenticate => ApiError::reauthenticate(),
             FaultKind::AccountSetupRequired => ApiError::account_setup_required(),
             FaultKind::InsufficientPermissions => ApiError::permissions(),
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        self.error(Duration::ZERO).status
+            FaultKind::DirectoryEndsEarly => return None,
+        })
     }
 }
 
