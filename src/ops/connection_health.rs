@@ -18,12 +18,14 @@ pub struct ConnectionHealth {
     #[serde(flatten)]
     pub connection: ConnectionRow,
     pub parked: bool,
-    /// Why Finch serves no data for it (its status and the last error).
-    pub parked_reason: Option<String>,
-    /// When its status last changed (the row's last update).
+    /// Why nothing is read for it (the park's failure class, else Finch's
+    /// status) with the last error. Named apart from the row's own fields,
+    /// which the flattened row would otherwise shadow.
+    pub parked_why: Option<String>,
+    /// When the worker parked it, or else when its status last changed.
     pub parked_since: Option<DateTime<Utc>>,
     /// Per product it holds: our last read and Finch's Finch-Data-Retrieved.
-    pub products: Vec<ProductFreshness>,
+    pub freshness: Vec<ProductFreshness>,
     pub recent_errors: Vec<RecentError>,
 }
 
@@ -36,7 +38,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ConnectionHealth>, OpsError> {
         .into_iter()
         .map(|row| {
             let parked = row.is_parked();
-            let products = row
+            let freshness = row
                 .products
                 .iter()
                 .filter(|product| finch_core::Product::from_permission(product).is_some())
@@ -62,12 +64,12 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ConnectionHealth>, OpsError> {
                 .collect();
             ConnectionHealth {
                 parked,
-                parked_reason: parked.then(|| match &row.last_error {
-                    Some(error) => format!("{}: {error}", row.status),
-                    None => row.status.clone(),
+                parked_why: parked.then(|| match &row.last_error {
+                    Some(error) => format!("{}: {error}", row.parked_because()),
+                    None => row.parked_because().to_owned(),
                 }),
-                parked_since: parked.then_some(row.updated_at),
-                products,
+                parked_since: parked.then(|| row.parked_at.unwrap_or(row.updated_at)),
+                freshness,
                 recent_errors,
                 connection: row,
             }

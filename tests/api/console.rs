@@ -411,6 +411,10 @@ async fn a_dead_letter_is_replayed_from_the_browser_and_then_processed() {
     let section = browser.text("section.connection").await;
     assert!(section.contains("Parked"), "{section}");
     assert!(section.contains("reauth"), "{section}");
+    assert!(
+        section.contains("company, directory") && !section.contains("last_read_at"),
+        "the products it holds, by name: {section}"
+    );
     browser.shoot("connections").await;
 
     // The same form without its CSRF token changes nothing.
