@@ -214,7 +214,7 @@ def check_dev_user_matches_compose(compose: dict) -> None:
 def check_compose(compose: dict) -> None:
     problems: list[str] = []
     services = compose["services"]
-    for name in ("postgres", "rabbitmq", "jaeger", "migrate", "ingress", "worker", "emulator"):
+    for name in ("postgres", "rabbitmq", "jaeger", "migrate", "ingress", "worker", "operator", "emulator"):
         if name not in services:
             problems.append(f"service {name} missing")
     if problems:
@@ -269,10 +269,20 @@ def check_compose(compose: dict) -> None:
     ingress_secrets = env("ingress").get("FINCH_WEBHOOK_SECRET", "").split(",")
     if opts.get("--webhook-secret") not in ingress_secrets:
         problems.append("emulator's --webhook-secret is not one of the ingress's FINCH_WEBHOOK_SECRET")
-    if opts.get("--client-id") != env("worker").get("FINCH_CLIENT_ID") or opts.get(
+    if opts.get("--client-id") != env("operator").get("FINCH_CLIENT_ID") or opts.get(
         "--client-secret"
-    ) != env("worker").get("FINCH_CLIENT_SECRET"):
-        problems.append("emulator client credentials differ from the worker's FINCH_CLIENT_ID/SECRET")
+    ) != env("operator").get("FINCH_CLIENT_SECRET"):
+        problems.append("emulator client credentials differ from the operator's FINCH_CLIENT_ID/SECRET")
+    for service in ("migrate", "ingress", "worker"):
+        for secret in ("FINCH_CLIENT_ID", "FINCH_CLIENT_SECRET"):
+            if secret in env(service):
+                problems.append(f"{service} must not get {secret}: only the operator's code exchange uses it")
+    if env("ingress").get("FINCH_TOKEN_KEY") or env("migrate").get("FINCH_TOKEN_KEY"):
+        problems.append("only the worker and the operator get FINCH_TOKEN_KEY")
+    if env("operator").get("FINCH_TOKEN_KEY") != env("worker").get("FINCH_TOKEN_KEY"):
+        problems.append("the operator and the worker must share FINCH_TOKEN_KEY")
+    if "tools" not in services["operator"].get("profiles", []):
+        problems.append("operator must be in the tools profile, so `up` does not start it")
 
     for service, spec in services.items():
         for volume in spec.get("volumes", []):
