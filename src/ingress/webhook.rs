@@ -282,4 +282,67 @@ mod tests {
             );
         }
     }
+
+    mod properties {
+        use super::Envelope;
+        use proptest::prelude::*;
+        use serde_json::{json, Value};
+
+        /// Any JSON value, nested a little.
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                ".*".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::btree_map(".{0,8}", inner, 0..4)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_get_an_answer_without_panicking(body in prop::collection::vec(any::<u8>(), 0..512)) {
+                if let Some(envelope) = Envelope::parse(&body) {
+                    prop_assert!(!envelope.event_type.is_empty());
+                    prop_assert!(!envelope.event_type.contains('\0'));
+                }
+            }
+
+            #[test]
+            fn an_object_is_an_envelope_exactly_when_its_event_type_can_be_stored(
+                event_type in ".{0,300}",
+                connection_id in any_json(),
+                data in any_json(),
+            ) {
+                let body = json!({
+                    "event_type": event_type,
+                    "connection_id": connection_id,
+                    "data": data,
+                });
+                let parsed = Envelope::parse(body.to_string().as_bytes());
+                let storable = !event_type.is_empty() && !event_type.contains('\0');
+                prop_assert_eq!(parsed.is_some(), storable);
+                if let Some(envelope) = parsed {
+                    prop_assert_eq!(&envelope.event_type, &event_type);
+                    let expected = connection_id
+                        .as_str()
+                        .filter(|id| !id.is_empty() && !id.contains('\0'))
+                        .map(str::to_owned);
+                    prop_assert_eq!(envelope.connection_id, expected);
+                }
+            }
+
+            #[test]
+            fn anything_but_an_object_is_no_envelope(value in any_json()) {
+                prop_assume!(!value.is_object());
+                prop_assert!(Envelope::parse(value.to_string().as_bytes()).is_none());
+            }
+        }
+    }
 }
