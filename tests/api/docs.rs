@@ -1,6 +1,7 @@
 //! The documentation is checked like code: every relative link and anchor in
-//! README.md and docs/ resolves, every `finch-webhooks` command shown in a
-//! code block parses with the real command line, every script it runs
+//! README.md and docs/ resolves, every `finch-webhooks` and `finch-emulator`
+//! command shown in a code block (run directly, by `cargo run` or by
+//! `docker compose run`) parses with the real command line, every script it runs
 //! exists, and every setting it names exists in the configuration (and
 //! docs/configuration.md lists them all).
 
@@ -278,12 +279,60 @@ fn commands(block: &[String]) -> Vec<Vec<String>> {
     found
 }
 
-/// Whether a `cargo run` runs finch-webhooks rather than another package's binary.
-fn runs_the_service(words: &[&str]) -> bool {
+/// The two programs whose command lines the docs show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Program {
+    Service,
+    Emulator,
+}
+
+/// The program a `cargo run` runs: the package or binary it names.
+fn cargo_runs(words: &[&str]) -> Option<Program> {
     let cargo_args = words.split(|word| *word == "--").next().unwrap_or_default();
-    cargo_args
+    let named = cargo_args
         .windows(2)
-        .all(|pair| !matches!(pair[0], "-p" | "--package" | "--bin") || pair[1] == "finch-webhooks")
+        .find(|pair| matches!(pair[0], "-p" | "--package" | "--bin"))
+        .map(|pair| pair[1]);
+    match named {
+        None | Some("finch-webhooks") => Some(Program::Service),
+        Some("finch-emulator") => Some(Program::Emulator),
+        Some(_) => None,
+    }
+}
+
+/// The program and its arguments, for the ways the docs run one: directly,
+/// through `cargo run`, or in a compose service (`docker compose run`).
+fn invocation<'a>(words: &'a [&'a str]) -> Option<(Program, &'a [&'a str])> {
+    let program = *words.first()?;
+    if program == "finch-webhooks" || program.ends_with("/finch-webhooks") {
+        return Some((Program::Service, &words[1..]));
+    }
+    if program == "finch-emulator" || program.ends_with("/finch-emulator") {
+        return Some((Program::Emulator, &words[1..]));
+    }
+    if program == "cargo" && words.get(1) == Some(&"run") {
+        let dash = words.iter().position(|word| *word == "--");
+        let arguments = dash.map_or(&[][..], |dash| &words[dash + 1..]);
+        return cargo_runs(words).map(|which| (which, arguments));
+    }
+    if program == "docker" && words.get(1) == Some(&"compose") {
+        let run = words.iter().position(|word| *word == "run")?;
+        let mut rest = &words[run + 1..];
+        while let Some(flag) = rest.first().filter(|word| word.starts_with('-')) {
+            rest = &rest[1..];
+            if matches!(*flag, "-e" | "--env" | "--entrypoint" | "-w" | "--workdir") {
+                rest = rest.get(1..).unwrap_or_default();
+            }
+        }
+        let (service, arguments) = rest.split_first()?;
+        let which = if *service == "emulator" {
+            Program::Emulator
+        } else {
+            Program::Service
+        };
+        return Some((which, arguments));
+    }
+    None
 }
 
 fn is_assignment(word: &str) -> bool {
@@ -298,6 +347,7 @@ fn is_assignment(word: &str) -> bool {
 #[test]
 fn every_command_in_the_docs_parses_and_every_script_exists() {
     let mut parsed_commands = 0;
+    let mut emulator_commands = 0;
     let mut scripts = 0;
     let mut failures = Vec::new();
     for (path, parsed) in parsed_documents() {
@@ -311,22 +361,22 @@ fn every_command_in_the_docs_parses_and_every_script_exists() {
                 let Some(&program) = words.first() else {
                     continue;
                 };
-                let arguments =
-                    if program == "finch-webhooks" || program.ends_with("/finch-webhooks") {
-                        Some(&words[1..])
-                    } else if program == "cargo"
-                        && words.get(1) == Some(&"run")
-                        && runs_the_service(&words)
-                    {
-                        let dash = words.iter().position(|word| *word == "--");
-                        Some(dash.map_or(&[][..], |dash| &words[dash + 1..]))
-                    } else {
-                        None
-                    };
-                if let Some(arguments) = arguments {
+                if let Some((which, arguments)) = invocation(&words) {
                     parsed_commands += 1;
-                    let argv = std::iter::once("finch-webhooks").chain(arguments.iter().copied());
-                    if let Err(error) = Cli::try_parse_from(argv) {
+                    let parsed = match which {
+                        Program::Service => {
+                            let argv =
+                                std::iter::once("finch-webhooks").chain(arguments.iter().copied());
+                            Cli::try_parse_from(argv).map(drop)
+                        }
+                        Program::Emulator => {
+                            emulator_commands += 1;
+                            let argv =
+                                std::iter::once("finch-emulator").chain(arguments.iter().copied());
+                            finch_emulator::cli::Cli::try_parse_from(argv).map(drop)
+                        }
+                    };
+                    if let Err(error) = parsed {
                         let first = error.to_string();
                         let first = first.lines().next().unwrap_or("").to_owned();
                         failures.push(format!(
@@ -360,6 +410,10 @@ fn every_command_in_the_docs_parses_and_every_script_exists() {
     assert!(
         parsed_commands >= 30,
         "only {parsed_commands} finch-webhooks commands found"
+    );
+    assert!(
+        emulator_commands >= 2,
+        "only {emulator_commands} finch-emulator commands found"
     );
     assert!(scripts >= 3, "only {scripts} scripts found");
 }

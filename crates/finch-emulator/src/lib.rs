@@ -22,6 +22,7 @@ mod api;
 mod args;
 mod changelog;
 mod churn;
+pub mod cli;
 mod clock;
 mod control;
 mod data;

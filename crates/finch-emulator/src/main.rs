@@ -4,42 +4,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use finch_emulator::{EmulatorArgs, FleetArgs, SendArgs};
+use clap::Parser;
+use finch_emulator::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "finch-emulator",
-    version,
-    about = "A local stand-in for the Finch API and its webhook delivery",
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    /// Log lines as text or as one JSON object each.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
-    /// Without a subcommand the emulator serves, configured by these flags.
-    #[command(flatten)]
-    serve: EmulatorArgs,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Send one signed Finch webhook event to a URL, like the dashboard's Test button.
-    Send(SendArgs),
-    /// Serve a fleet of connections with a realistic mix, or with `--report`
-    /// print its memory and run simulated days.
-    Fleet(FleetArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
