@@ -17,14 +17,9 @@ ALTER TABLE connections
     ADD COLUMN park_count       integer NOT NULL DEFAULT 0,
     -- A provider's rate limit (429 upstream_rate_limit_exceeded): no request before then.
     ADD COLUMN paused_until     timestamptz,
-    -- When the reconciliation sweep is due, and when the last one finished
-    -- reading (every read of it committed).
+    -- When the reconciliation sweep is due, and when the last one was queued.
     ADD COLUMN next_sweep_at    timestamptz,
     ADD COLUMN last_swept_at    timestamptz,
-    -- Assisted connections: Finch's refresh (/introspect's
-    -- last_successful_sync, on Finch's clock) the latest queued sweep reads;
-    -- a later one queues the next sweep.
-    ADD COLUMN swept_finch_sync_at timestamptz,
     -- Finch's own latest refresh of the connection (a completed data sync job,
     -- or /introspect's last_successful_sync for assisted connections).
     ADD COLUMN finch_synced_at  timestamptz;
