@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::session::SignedIn;
 use super::{ConsoleError, ConsoleState};
-use crate::ops::events::{self, EventRecord, EventSearch, EventStatus};
+use crate::ops::events::{self, EventRecord, EventSearch, EventStatus, EventStep};
 
 const PAGE_SIZE: u32 = 50;
 
@@ -147,8 +147,10 @@ struct Step {
     tone: &'static str,
 }
 
-/// The steps in the order the pipeline takes them.
-fn timeline(record: &EventRecord, last_error: Option<&str>) -> Vec<Step> {
+/// The steps in the order the pipeline takes them: each recorded attempt
+/// and replay when the event has them, else (events stored before steps were
+/// recorded, and those the ingress dead-lettered) what its record keeps.
+fn timeline(record: &EventRecord, last_error: Option<&str>, recorded: &[EventStep]) -> Vec<Step> {
     let mut steps = vec![Step {
         at: Some(record.received_at),
         what: "Received and stored".into(),
@@ -167,6 +169,62 @@ fn timeline(record: &EventRecord, last_error: Option<&str>) -> Vec<Step> {
             tone: "warn",
         });
     }
+    if recorded.is_empty() {
+        summary(record, last_error, &mut steps);
+    } else {
+        // The ingress dead-letters what it cannot route before any attempt.
+        let worker_dead_lettered = recorded.iter().any(|step| step.kind == "dead_lettered");
+        if let (Some(reason), false) = (&record.dead_letter_reason, worker_dead_lettered) {
+            steps.push(Step {
+                at: record.dead_lettered_at.or(record.published_at),
+                what: format!("Dead-lettered: {reason}"),
+                tone: "bad",
+            });
+        }
+        steps.extend(recorded.iter().map(step));
+    }
+    if let Some(at) = record.purged_at {
+        steps.push(Step {
+            at: Some(at),
+            what: "Purged from the dead-letter queue".into(),
+            tone: "bad",
+        });
+    }
+    steps
+}
+
+fn step(recorded: &EventStep) -> Step {
+    let attempt = recorded.attempt.unwrap_or_default();
+    let detail = recorded.detail.as_deref();
+    let (what, tone) = match (recorded.kind.as_str(), detail) {
+        ("processed", Some(note)) => (format!("Attempt {attempt}: processed ({note})"), "ok"),
+        ("processed", None) => (format!("Attempt {attempt}: processed"), "ok"),
+        ("retrying", detail) => (
+            format!(
+                "Attempt {attempt} failed, retry scheduled: {}",
+                detail.unwrap_or("no error recorded")
+            ),
+            "warn",
+        ),
+        ("dead_lettered", detail) => (
+            format!(
+                "Dead-lettered after attempt {attempt}: {}",
+                detail.unwrap_or("unknown")
+            ),
+            "bad",
+        ),
+        ("replayed", _) => ("Replayed from the dead-letter queue".to_owned(), "warn"),
+        (other, _) => (other.to_owned(), "warn"),
+    };
+    Step {
+        at: Some(recorded.at),
+        what,
+        tone,
+    }
+}
+
+/// The lifecycle from the record's latest values alone.
+fn summary(record: &EventRecord, last_error: Option<&str>, steps: &mut Vec<Step>) {
     if record.attempts > 0 {
         let outcome = match (record.processed_at, last_error) {
             (Some(_), Some(note)) => format!("succeeded ({note})"),
@@ -214,14 +272,6 @@ fn timeline(record: &EventRecord, last_error: Option<&str>) -> Vec<Step> {
             tone: "ok",
         });
     }
-    if let Some(at) = record.purged_at {
-        steps.push(Step {
-            at: Some(at),
-            what: "Purged from the dead-letter queue".into(),
-            tone: "bad",
-        });
-    }
-    steps
 }
 
 /// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
@@ -238,6 +288,7 @@ pub(super) async fn show(
     let Some((record, detail)) = events::detail(&state.pool, &event_id).await? else {
         return Err(ConsoleError::NotFound);
     };
+    let recorded = events::steps(&state.pool, &event_id).await?;
     let body = serde_json::from_slice::<serde_json::Value>(&detail.body)
         .ok()
         .and_then(|json| serde_json::to_string_pretty(&json).ok())
@@ -255,7 +306,7 @@ pub(super) async fn show(
             body => body,
             body_is_json => serde_json::from_slice::<serde_json::Value>(&detail.body).is_ok(),
             last_error => detail.last_error.as_deref(),
-            steps => timeline(&record, detail.last_error.as_deref()),
+            steps => timeline(&record, detail.last_error.as_deref(), &recorded),
             trace_id => trace,
             trace_link => trace_link,
         },

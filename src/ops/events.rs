@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use super::OpsError;
 pub use crate::store::console::{EventDetail, EventSearch, EventStatus};
 use crate::store::events;
-pub use crate::store::events::{EventRecord, Stage};
+pub use crate::store::events::{EventRecord, EventStep, Stage};
 
 /// The stored record of `event_id` (never its body), if there is one.
 pub async fn show(pool: &PgPool, event_id: &str) -> Result<Option<EventRecord>, OpsError> {
@@ -35,4 +35,10 @@ pub async fn detail(
     Ok(crate::store::console::event_detail(pool, event_id)
         .await?
         .map(|detail| (record, detail)))
+}
+
+/// Every processing attempt of an event with its outcome, and its replays,
+/// oldest first.
+pub async fn steps(pool: &PgPool, event_id: &str) -> Result<Vec<EventStep>, OpsError> {
+    Ok(events::steps(pool, event_id).await?)
 }

@@ -203,23 +203,62 @@ pub async fn find(pool: &PgPool, event_id: &str) -> Result<Option<EventRecord>, 
 }
 
 /// Counts a confirmed replay of each event. Replays are recorded in batches
-/// after their confirms, so the worker may already have processed the
-/// replayed copy: the replay then happened before that, and is dated just
-/// before it so that the event reads as processed.
+/// after their confirms, so the worker may already have processed (or tried)
+/// the replayed copy: the replay then happened before that, and is dated
+/// just before it so that the event reads as processed and its steps in
+/// order.
 pub async fn mark_replayed(pool: &PgPool, event_ids: &[String]) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE webhook_events
-         SET replay_count = replay_count + 1,
-             last_replayed_at = CASE
-                 WHEN processed_at > coalesce(dead_lettered_at, published_at, '-infinity')
-                 THEN least(now(), processed_at - interval '1 microsecond')
-                 ELSE now() END
-         WHERE event_id = ANY($1)",
+        "WITH replayed AS (
+             UPDATE webhook_events
+             SET replay_count = replay_count + 1,
+                 last_replayed_at = CASE
+                     WHEN processed_at > coalesce(dead_lettered_at, published_at, '-infinity')
+                     THEN least(now(), processed_at - interval '1 microsecond')
+                     ELSE now() END
+             WHERE event_id = ANY($1)
+             RETURNING event_id, last_replayed_at
+         )
+         INSERT INTO webhook_event_steps (event_id, at, kind)
+         SELECT r.event_id,
+                least(r.last_replayed_at, (
+                    SELECT min(s.at) - interval '1 microsecond' FROM webhook_event_steps s
+                    WHERE s.event_id = r.event_id
+                      AND s.at > coalesce((
+                          SELECT max(d.at) FROM webhook_event_steps d
+                          WHERE d.event_id = r.event_id
+                            AND d.kind IN ('dead_lettered', 'replayed')
+                      ), '-infinity')
+                )),
+                'replayed'
+         FROM replayed r",
     )
     .bind(event_ids)
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// One step the pipeline took with an event (`webhook_event_steps`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventStep {
+    pub at: DateTime<Utc>,
+    /// `processed`, `retrying`, `dead_lettered` or `replayed`.
+    pub kind: String,
+    /// The processing attempt it ended; none for a replay.
+    pub attempt: Option<i32>,
+    pub detail: Option<String>,
+}
+
+/// An event's steps, oldest first.
+pub async fn steps(pool: &PgPool, event_id: &str) -> Result<Vec<EventStep>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT at, kind, attempt, detail FROM webhook_event_steps
+         WHERE event_id = $1 ORDER BY at, step_id",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Marks events an operator deleted from the DLQ.
@@ -297,9 +336,14 @@ pub async fn mark_processed(pool: &PgPool, events: &[Processed<'_>]) -> Result<(
     let attempts: Vec<i32> = events.iter().map(|event| event.attempts).collect();
     let notes: Vec<Option<&str>> = events.iter().map(|event| event.note).collect();
     sqlx::query(
-        "UPDATE webhook_events e SET processed_at = now(), attempts = u.attempts, last_error = u.note
-         FROM UNNEST($1::text[], $2::int[], $3::text[]) AS u(id, attempts, note)
-         WHERE e.event_id = u.id",
+        "WITH processed AS (
+             UPDATE webhook_events e SET processed_at = now(), attempts = u.attempts, last_error = u.note
+             FROM UNNEST($1::text[], $2::int[], $3::text[]) AS u(id, attempts, note)
+             WHERE e.event_id = u.id
+             RETURNING e.event_id, e.attempts, e.last_error
+         )
+         INSERT INTO webhook_event_steps (event_id, kind, attempt, detail)
+         SELECT event_id, 'processed', attempts, last_error FROM processed",
     )
     .bind(&ids)
     .bind(&attempts)
@@ -316,12 +360,19 @@ pub async fn record_failed_attempt(
     attempts: i32,
     error: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE webhook_events SET attempts = $2, last_error = $3 WHERE event_id = $1")
-        .bind(event_id)
-        .bind(attempts)
-        .bind(error)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "WITH failed AS (
+             UPDATE webhook_events SET attempts = $2, last_error = $3 WHERE event_id = $1
+             RETURNING event_id
+         )
+         INSERT INTO webhook_event_steps (event_id, kind, attempt, detail)
+         SELECT event_id, 'retrying', $2, $3 FROM failed",
+    )
+    .bind(event_id)
+    .bind(attempts)
+    .bind(error)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -334,9 +385,14 @@ pub async fn mark_dead_lettered(
     error: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE webhook_events SET dead_lettered_at = now(), dead_letter_reason = $2,
-             attempts = $3, last_error = $4
-         WHERE event_id = $1",
+        "WITH dead AS (
+             UPDATE webhook_events SET dead_lettered_at = now(), dead_letter_reason = $2,
+                 attempts = $3, last_error = $4
+             WHERE event_id = $1
+             RETURNING event_id
+         )
+         INSERT INTO webhook_event_steps (event_id, kind, attempt, detail)
+         SELECT event_id, 'dead_lettered', $3, $2 || ': ' || $4 FROM dead",
     )
     .bind(event_id)
     .bind(reason)

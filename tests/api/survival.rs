@@ -355,5 +355,22 @@ async fn a_replayed_event_that_exhausted_its_retries_gets_the_full_schedule_agai
         ("retries_exhausted".to_owned(), Some(3), 1),
         "three attempts again, not one"
     );
+    // The lifecycle keeps every attempt with its outcome, and the replay.
+    let steps: Vec<(String, Option<i32>)> = sqlx::query_as(
+        "SELECT kind, attempt FROM webhook_event_steps WHERE event_id = $1 ORDER BY at, step_id",
+    )
+    .bind(&event_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let round = [
+        ("retrying".to_owned(), Some(1)),
+        ("retrying".to_owned(), Some(2)),
+        ("dead_lettered".to_owned(), Some(3)),
+    ];
+    let mut expected = round.to_vec();
+    expected.push(("replayed".to_owned(), None));
+    expected.extend(round);
+    assert_eq!(steps, expected);
     worker.stop().await;
 }
