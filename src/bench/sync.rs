@@ -275,9 +275,9 @@ async fn drive(
     connection.close(200, "published".into()).await.ok();
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let (processed, dead_lettered) = loop {
-        let (processed, dead) = events::settled_counts(&stage.pool).await?;
-        if processed + dead >= total || Instant::now() > deadline {
-            break (processed, dead);
+        let tally = events::tally(&stage.pool).await?;
+        if tally.processed + tally.dead_lettered >= total || Instant::now() > deadline {
+            break (tally.processed, tally.dead_lettered);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

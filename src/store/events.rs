@@ -289,13 +289,22 @@ pub async fn delete_run(pool: &PgPool, prefix: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// How many events were processed, and how many dead-lettered.
-pub async fn settled_counts(pool: &PgPool) -> Result<(i64, i64), StoreError> {
-    Ok(
-        sqlx::query_as("SELECT count(processed_at), count(dead_lettered_at) FROM webhook_events")
-            .fetch_one(pool)
-            .await?,
+/// How many events are stored, processed and dead-lettered.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Tally {
+    pub stored: i64,
+    pub processed: i64,
+    pub dead_lettered: i64,
+}
+
+pub async fn tally(pool: &PgPool) -> Result<Tally, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) AS stored, count(processed_at) AS processed,
+                count(dead_lettered_at) AS dead_lettered
+         FROM webhook_events",
     )
+    .fetch_one(pool)
+    .await?)
 }
 
 pub async fn last_processed_at(pool: &PgPool) -> Result<Option<DateTime<Utc>>, StoreError> {

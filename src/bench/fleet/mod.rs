@@ -211,18 +211,14 @@ impl Stage {
         // creation (`account.updated`) has been handled.
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let (stored, settled, dead): (i64, i64, i64) = sqlx::query_as(
-                "SELECT count(*), count(processed_at) + count(dead_lettered_at),
-                        count(dead_lettered_at) FROM webhook_events",
-            )
-            .fetch_one(&self.pool)
-            .await?;
+            let tally = events::tally(&self.pool).await?;
             anyhow::ensure!(
-                dead == 0,
-                "{dead} events were dead-lettered during the warm-up"
+                tally.dead_lettered == 0,
+                "{} events were dead-lettered during the warm-up",
+                tally.dead_lettered
             );
-            if stored >= total
-                && settled == stored
+            if tally.stored >= total
+                && tally.processed + tally.dead_lettered == tally.stored
                 && self.emulator.webhooks_pending() == 0
                 && self.vhost.queued_messages().await? == 0
             {
@@ -405,11 +401,7 @@ impl Stage {
         let changes = self.emulator.change_log(changes_before);
         let staleness = watch.staleness(&changes);
         let sweeps = watch.sweeps_on_time(finch_start, finch_end, 7 * DAY, DAY);
-        let dead_letters: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM webhook_events WHERE dead_lettered_at IS NOT NULL",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let dead_letters = events::tally(&self.pool).await?.dead_lettered;
         let diff = diff::mirror_against_emulator(&self.pool, &self.emulator, &self.kinds).await?;
         let assisted = self
             .kinds
