@@ -96,6 +96,27 @@ impl Dev {
             .to_owned()
     }
 
+    /// The console's URL and the token the banner says to sign in with.
+    fn console(&self) -> (String, String) {
+        let stdout = self.stdout.lock().unwrap().join("\n");
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with("Console:"))
+            .expect("the banner shows the console");
+        let url = line
+            .split_whitespace()
+            .nth(1)
+            .expect("the console's URL")
+            .to_owned();
+        let token = line
+            .split("(sign in with ")
+            .nth(1)
+            .and_then(|rest| rest.strip_suffix(')'))
+            .expect("and a token to sign in with")
+            .to_owned();
+        (url, token)
+    }
+
     fn stop(mut self) {
         let terminated = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -233,6 +254,30 @@ async fn dev_prints_one_short_line_per_step_of_an_event_and_no_span_context() {
     {
         assert!(line.chars().count() <= 120, "fits a terminal: {line}");
     }
+
+    // The console the banner points at takes the token it prints, and only it.
+    let (console, console_token) = dev.console();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |token: String| {
+        browser
+            .post(format!("{console}sign-in"))
+            .form(&[("token", token)])
+            .send()
+    };
+    let signed_in = sign_in(console_token.clone()).await.unwrap();
+    assert_eq!(signed_in.status(), reqwest::StatusCode::SEE_OTHER);
+    assert!(
+        signed_in
+            .headers()
+            .get(reqwest::header::SET_COOKIE)
+            .is_some(),
+        "a session cookie for the printed token"
+    );
+    let refused = sign_in(format!("{console_token}x")).await.unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
     dev.stop();
 }
 
