@@ -77,11 +77,33 @@ impl ConsoleState {
         Fut: std::future::Future<Output = Result<T, OpsError>>,
     {
         let _only_one = self.exclusive.lock().await;
-        let connection = Arc::new(broker(self).await?);
-        let outcome = operation(connection.clone()).await;
-        connection.close(200, "console done".into()).await.ok();
-        Ok(outcome?)
+        run_on_broker(self, operation).await
     }
+
+    /// As `with_dlq`, but `None` at once while another operation (a replay
+    /// job, a purge) holds the DLQ, so that a page never waits behind a
+    /// replay paced over minutes.
+    async fn with_dlq_if_free<T, F, Fut>(&self, operation: F) -> Result<Option<T>, ConsoleError>
+    where
+        F: FnOnce(Arc<lapin::Connection>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, OpsError>>,
+    {
+        let Ok(_only_one) = self.exclusive.try_lock() else {
+            return Ok(None);
+        };
+        run_on_broker(self, operation).await.map(Some)
+    }
+}
+
+async fn run_on_broker<T, F, Fut>(state: &ConsoleState, operation: F) -> Result<T, ConsoleError>
+where
+    F: FnOnce(Arc<lapin::Connection>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, OpsError>>,
+{
+    let connection = Arc::new(broker(state).await?);
+    let outcome = operation(connection.clone()).await;
+    connection.close(200, "console done".into()).await.ok();
+    Ok(outcome?)
 }
 
 async fn broker(state: &ConsoleState) -> Result<lapin::Connection, ConsoleError> {
@@ -101,7 +123,7 @@ pub(super) async fn list(
 ) -> Result<Response, ConsoleError> {
     let selection = query.choice.selection(Some(LISTED))?;
     let listing = state
-        .with_dlq(|connection| async move { dlq::list(&connection, &selection).await })
+        .with_dlq_if_free(|connection| async move { dlq::list(&connection, &selection).await })
         .await?;
     let jobs = store::recent_replay_jobs(&state.pool, 10).await?;
     state.page(
@@ -110,7 +132,8 @@ pub(super) async fn list(
         "dead-letters",
         minijinja::context! {
             choice => &query.choice,
-            listing => minijinja::Value::from_serialize(&listing),
+            listing => listing.as_ref().map(minijinja::Value::from_serialize),
+            busy => listing.is_none(),
             purged => query.purged,
             jobs => jobs,
             max_rate => MAX_RATE,

@@ -316,6 +316,7 @@ async fn dead_letter(amqp: &lapin::Connection, event_id: &str, connection: &str)
             event_body("company.updated", connection).as_bytes(),
             BasicProperties::default()
                 .with_message_id(event_id.into())
+                .with_type("company.updated".into())
                 .with_headers(headers),
         )
         .await
@@ -812,4 +813,71 @@ async fn a_replay_recorded_after_its_copy_was_processed_still_reads_before_it() 
             step("processed", Some(2), None),
         ]
     );
+}
+
+#[tokio::test]
+async fn the_dead_letter_page_answers_at_once_while_a_slow_replay_holds_the_queue() {
+    let env = TestEnv::new().await;
+    let amqp = env.amqp().await;
+    let ingress = TestIngress::start(&env, &CONSOLE).await;
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let url = |path: &str| ingress.admin_url(&format!("/console{path}"));
+    let signed_in = http
+        .post(url("/sign-in"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = session_cookie(&signed_in);
+    let page = |path: &'static str| {
+        let request = http.get(url(path)).header(COOKIE, &cookie);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    for _ in 0..4 {
+        dead_letter(&amqp, &unique("evt"), "conn_slow").await;
+    }
+    let listing = page("/dead-letters").await;
+    assert!(listing.contains("<strong>4</strong>"), "{listing}");
+
+    // One a second: the job holds the queue for about four seconds.
+    let replay = http
+        .post(url("/dead-letters/replay"))
+        .header(COOKIE, &cookie)
+        .form(&[
+            ("csrf", csrf_of(&listing).as_str()),
+            ("expected", "4"),
+            ("rate", "1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), StatusCode::SEE_OTHER);
+    let job = replay.headers()[LOCATION].to_str().unwrap().to_owned();
+    eventually(Duration::from_secs(10), "the job has started", || async {
+        queue_len(&amqp, DEAD_LETTER_QUEUE).await < 4
+    })
+    .await;
+    // A page that waited for the lock would list the queue after the job.
+    let during = page("/dead-letters").await;
+    assert!(during.contains("id=\"busy\""), "{during}");
+
+    eventually(Duration::from_secs(20), "the job is done", || async {
+        let body = http
+            .get(ingress.admin_url(&job))
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        body.contains("4 of 4")
+    })
+    .await;
+    let after = page("/dead-letters").await;
+    assert!(!after.contains("id=\"busy\""), "{after}");
+    assert!(after.contains("<strong>0</strong>"), "{after}");
 }
