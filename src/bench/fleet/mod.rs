@@ -395,6 +395,8 @@ impl Stage {
         }
         let drained_at = self.emulator.now();
         self.emulator.set_time_scale(0.0);
+        // Before the ingress stops, when what is still queued gets given up.
+        let webhooks = self.emulator.stats().webhooks;
         workers.stop().await?;
         ingress.stop().await?;
 
@@ -418,6 +420,7 @@ impl Stage {
             diff: &diff,
             drain: drained_at - finch_end,
             lost: lost.len(),
+            webhooks: &webhooks,
         }))
     }
 

@@ -19,6 +19,9 @@ pub struct Inputs<'a> {
     pub drain: chrono::Duration,
     pub lost: usize,
     pub changes: usize,
+    /// The emulator's deliveries when the drain ended: a delivery retried
+    /// on Finch's schedule (minutes to hours) shows as staleness.
+    pub webhooks: &'a finch_emulator::WebhookStats,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -135,6 +138,15 @@ impl Observations {
             }
         );
         let _ = writeln!(out, "dead letters: {}", inputs.dead_letters);
+        let webhooks = inputs.webhooks;
+        let _ = writeln!(
+            out,
+            "webhook deliveries: {} events, {} retried on Finch's schedule, {} given up, {} still queued when the drain ended",
+            webhooks.emitted,
+            webhooks.retried,
+            webhooks.failed,
+            webhooks.pending()
+        );
         let _ = writeln!(
             out,
             "drain after refreshes stopped: {:.1} simulated hours",
