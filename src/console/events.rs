@@ -173,13 +173,8 @@ fn timeline(record: &EventRecord, last_error: Option<&str>, recorded: &[EventSte
         summary(record, last_error, &mut steps);
     } else {
         // The ingress dead-letters what it cannot route before any attempt.
-        let worker_dead_lettered = recorded.iter().any(|step| step.kind == "dead_lettered");
-        if let (Some(reason), false) = (&record.dead_letter_reason, worker_dead_lettered) {
-            steps.push(Step {
-                at: record.dead_lettered_at.or(record.published_at),
-                what: format!("Dead-lettered: {reason}"),
-                tone: "bad",
-            });
+        if !recorded.iter().any(|step| step.kind == "dead_lettered") {
+            steps.extend(dead_lettered(record));
         }
         steps.extend(recorded.iter().map(step));
     }
@@ -223,6 +218,22 @@ fn step(recorded: &EventStep) -> Step {
     }
 }
 
+/// The dead letter the record keeps, if any; events dead-lettered on
+/// publishing carry only their reason, and date from their publishing.
+fn dead_lettered(record: &EventRecord) -> Option<Step> {
+    let at = record
+        .dead_lettered_at
+        .or(record.dead_letter_reason.as_ref().and(record.published_at))?;
+    Some(Step {
+        at: Some(at),
+        what: format!(
+            "Dead-lettered: {}",
+            record.dead_letter_reason.as_deref().unwrap_or("unknown")
+        ),
+        tone: "bad",
+    })
+}
+
 /// The lifecycle from the record's latest values alone.
 fn summary(record: &EventRecord, last_error: Option<&str>, steps: &mut Vec<Step>) {
     if record.attempts > 0 {
@@ -245,19 +256,7 @@ fn summary(record: &EventRecord, last_error: Option<&str>, steps: &mut Vec<Step>
             },
         });
     }
-    if let Some(at) = record
-        .dead_lettered_at
-        .or(record.dead_letter_reason.as_ref().and(record.published_at))
-    {
-        steps.push(Step {
-            at: Some(at),
-            what: format!(
-                "Dead-lettered: {}",
-                record.dead_letter_reason.as_deref().unwrap_or("unknown")
-            ),
-            tone: "bad",
-        });
-    }
+    steps.extend(dead_lettered(record));
     if let Some(at) = record.last_replayed_at {
         steps.push(Step {
             at: Some(at),

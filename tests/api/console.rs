@@ -475,6 +475,26 @@ fn session_cookie(response: &reqwest::Response) -> String {
     set.split(';').next().unwrap().to_owned()
 }
 
+/// A client that shows redirects instead of following them, as the
+/// console's answers are checked one by one.
+fn console_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in with the admin token; the session's cookie.
+async fn signed_in_cookie(http: &reqwest::Client, ingress: &TestIngress) -> String {
+    let signed_in = http
+        .post(ingress.admin_url("/console/sign-in"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    session_cookie(&signed_in)
+}
+
 /// The CSRF token a page's forms carry.
 fn csrf_of(page: &str) -> String {
     let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
@@ -486,10 +506,7 @@ async fn wrong_tokens_missing_csrf_expired_sessions_and_unconfirmed_purges_are_r
     let env = TestEnv::new().await;
     let amqp = env.amqp().await;
     let ingress = TestIngress::start(&env, &CONSOLE).await;
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = console_client();
     let url = |path: &str| ingress.admin_url(&format!("/console{path}"));
 
     let refused = http
@@ -658,13 +675,7 @@ async fn wrong_tokens_missing_csrf_expired_sessions_and_unconfirmed_purges_are_r
     assert_eq!(expired.status(), StatusCode::SEE_OTHER);
 
     // Signing out ends the session for good.
-    let again = http
-        .post(url("/sign-in"))
-        .form(&[("token", ADMIN_TOKEN)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = session_cookie(&again);
+    let cookie = signed_in_cookie(&http, &ingress).await;
     let page = http
         .get(url("/"))
         .header(COOKIE, &cookie)
@@ -820,19 +831,10 @@ async fn the_dead_letter_page_answers_at_once_while_a_slow_replay_holds_the_queu
     let env = TestEnv::new().await;
     let amqp = env.amqp().await;
     let ingress = TestIngress::start(&env, &CONSOLE).await;
-    let http = reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap();
+    let http = console_client();
+    let cookie = signed_in_cookie(&http, &ingress).await;
     let url = |path: &str| ingress.admin_url(&format!("/console{path}"));
-    let signed_in = http
-        .post(url("/sign-in"))
-        .form(&[("token", ADMIN_TOKEN)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = session_cookie(&signed_in);
-    let page = |path: &'static str| {
+    let page = |path: &str| {
         let request = http.get(url(path)).header(COOKIE, &cookie);
         async move { request.send().await.unwrap().text().await.unwrap() }
     };
@@ -855,7 +857,12 @@ async fn the_dead_letter_page_answers_at_once_while_a_slow_replay_holds_the_queu
         .await
         .unwrap();
     assert_eq!(replay.status(), StatusCode::SEE_OTHER);
-    let job = replay.headers()[LOCATION].to_str().unwrap().to_owned();
+    let job = replay.headers()[LOCATION]
+        .to_str()
+        .unwrap()
+        .strip_prefix("/console")
+        .expect("the job's page is in the console")
+        .to_owned();
     eventually(Duration::from_secs(10), "the job has started", || async {
         queue_len(&amqp, DEAD_LETTER_QUEUE).await < 4
     })
@@ -865,16 +872,7 @@ async fn the_dead_letter_page_answers_at_once_while_a_slow_replay_holds_the_queu
     assert!(during.contains("id=\"busy\""), "{during}");
 
     eventually(Duration::from_secs(20), "the job is done", || async {
-        let body = http
-            .get(ingress.admin_url(&job))
-            .header(COOKIE, &cookie)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        body.contains("4 of 4")
+        page(&job).await.contains("4 of 4")
     })
     .await;
     let after = page("/dead-letters").await;

@@ -130,7 +130,7 @@ impl FaultBook {
 impl FaultKind {
     /// Whether the hit request is refused, rather than answered oddly.
     fn fails(self) -> bool {
-        self.error(Duration::ZERO).is_some()
+        !matches!(self, FaultKind::DirectoryEndsEarly)
     }
 
     /// The error Finch answers with, `None` for a fault that answers 200
