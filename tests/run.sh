@@ -26,4 +26,35 @@ for _ in $(seq 1 60); do
     sleep 1
 done
 
+# RabbitMQ 3.10's quorum queues with at-least-once dead-lettering crash a
+# dead-letter worker each time their vhost is deleted, and every test deletes
+# one; after enough runs the workers' supervisor gives up, and from then on
+# declaring such a queue answers INTERNAL_ERROR until the broker restarts.
+# Declare one in a scratch vhost, and restart RabbitMQ's app when that fails.
+api=http://127.0.0.1:15672/api
+probe_vhost="fw_probe_$$"
+dead_lettering_works() {
+    curl -fsS -u guest:guest -X PUT "$api/vhosts/$probe_vhost" >/dev/null &&
+        curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' \
+            -d '{"configure":".*","write":".*","read":".*"}' \
+            "$api/permissions/$probe_vhost/guest" >/dev/null &&
+        curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' \
+            -d '{"durable":true,"arguments":{"x-queue-type":"quorum","x-dead-letter-exchange":"probe","x-dead-letter-strategy":"at-least-once","x-overflow":"reject-publish"}}' \
+            "$api/queues/$probe_vhost/probe" >/dev/null
+    local declared=$?
+    curl -fsS -u guest:guest -X DELETE "$api/queues/$probe_vhost/probe" >/dev/null 2>&1
+    curl -fsS -u guest:guest -X DELETE "$api/vhosts/$probe_vhost" >/dev/null 2>&1
+    return "$declared"
+}
+if ! dead_lettering_works; then
+    log "RabbitMQ cannot declare quorum queues with at-least-once dead-lettering (its dead-letter supervisor has stopped); restarting its app"
+    rabbitmqctl -q stop_app
+    rabbitmqctl -q start_app
+    for _ in $(seq 1 60); do
+        curl -fsS -u guest:guest "$api/overview" >/dev/null 2>&1 && break
+        sleep 1
+    done
+    dead_lettering_works || { log "RabbitMQ still cannot declare the work queue's kind of queue"; exit 1; }
+fi
+
 cargo test --locked --all-targets "$@"
